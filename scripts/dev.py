@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""One entry point for a fresh machine that has only Python.
+
+    python3 scripts/dev.py serve [ARGS...]   # make .venv if needed, then `python -m app ARGS...`
+    python3 scripts/dev.py test  [PYTEST ARGS...]   # make .venv with the test extra, lint, type-check, pytest
+
+The virtual environment lives in `.venv/` at the project root and is (re)installed only when
+pyproject.toml changes, so the second run starts at once. Standard library only: this file runs
+before anything is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _stamp(extras: str) -> str:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    return f"{digest}:{extras}"
+
+
+def ensure_venv(extras: str) -> None:
+    """Create .venv and install the project (editable) with `extras`, unless already current."""
+    stamp_file = VENV / ".calcserve-installed"
+    if not PY.exists():
+        print(f"creating {VENV}", file=sys.stderr, flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = _stamp(extras)
+    if stamp_file.exists() and stamp_file.read_text() == wanted:
+        return
+    spec = f".[{extras}]" if extras else "."
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PY), "-m", "pip", "install", "-q", "-e", spec], cwd=ROOT, check=True)
+    stamp_file.write_text(wanted)
+
+
+def run(argv: list[str]) -> int:
+    return subprocess.run(argv, cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"serve", "test", "bench"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        ensure_venv("")
+        return run([str(PY), "-m", "app", *rest])
+    if command == "bench":
+        ensure_venv("test,bench")
+        return run([str(PY), "scripts/bench.py", *rest])
+    ensure_venv("test,bench")
+    for step in (
+        [str(PY), "-m", "ruff", "check", "app", "legacy", "tests", "scripts"],
+        [str(PY), "-m", "mypy"],
+    ):
+        code = run(step)
+        if code:
+            return code
+    return run([str(PY), "-m", "pytest", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
