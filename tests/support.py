@@ -1,0 +1,193 @@
+"""Start any of the five server modes as a real subprocess on port 0 and talk to it.
+
+Shared by every end-to-end test: the listening line is the contract (DESIGN.md), so a mode is
+"up" exactly when it has printed `listening on http://HOST:PORT`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MODULES: dict[str, str] = {
+    "asyncio": "app",
+    "socketserver": "legacy.socketserver_server",
+    "threaded": "legacy.threaded_server",
+    "select": "legacy.select_server",
+    "selectors": "legacy.selectors_server",
+}
+MODES = list(MODULES)
+
+LISTENING = re.compile(r"^listening on http://(?P<host>\[[^\]]+\]|[^:\s]+):(?P<port>\d+)$")
+START_TIMEOUT = 20.0  # seconds; generous because CI shares 2 cores with other tests
+
+
+@dataclass
+class ServerProcess:
+    mode: str
+    proc: subprocess.Popen[str]
+    host: str
+    port: int
+    _stderr: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host.strip("[]"), self.port)
+
+    def stderr_text(self) -> str:
+        return "".join(self._stderr)
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection(self.address, timeout=timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the server and wait for it to exit; returns its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"{self.mode} server did not exit within {timeout}s of {sig!r}")
+
+
+def _pump(stream: object, sink: list[str]) -> None:
+    for line in iter(stream.readline, ""):  # type: ignore[attr-defined]
+        sink.append(line)
+
+
+@contextlib.contextmanager
+def running_server(
+    mode: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Run `python -m <module of mode> --host 127.0.0.1 --port 0 *args` until the block ends."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    cmd = [sys.executable, "-m", MODULES[mode], "--host", "127.0.0.1", "--port", "0", *args]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr: list[str] = []
+    assert proc.stderr is not None and proc.stdout is not None
+    threading.Thread(target=_pump, args=(proc.stderr, stderr), daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line or proc.poll() is not None:
+            break
+    match = LISTENING.match(line.strip())
+    if match is None:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(
+            f"{mode}: expected a listening line, got {line!r}; stderr:\n{''.join(stderr)}"
+        )
+    # Keep draining stdout so a chatty server never blocks on a full pipe.
+    threading.Thread(target=_pump, args=(proc.stdout, []), daemon=True).start()
+    server = ServerProcess(mode, proc, match["host"], int(match["port"]), stderr)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def recv_until_closed(sock: socket.socket, limit: int = 10 * 1024 * 1024) -> bytes:
+    """Read until the peer closes (or `limit` bytes); the socket's own timeout bounds each read."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def read_response(sock: socket.socket, buffer: bytearray, *, head_only: bool = False) -> RawResponse:
+    """Read exactly one Content-Length-framed response from `sock`, keeping leftovers in `buffer`.
+
+    Interim 1xx responses are returned like any other; call again for the final one.
+    """
+    while b"\r\n\r\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed before a full response head; got {bytes(buffer)!r}")
+        buffer += data
+    end = buffer.index(b"\r\n\r\n")
+    head = bytes(buffer[:end]).decode("latin-1")
+    del buffer[: end + 4]
+    status_line, *lines = head.split("\r\n")
+    _version, status, reason = (status_line.split(" ", 2) + [""])[:3]
+    headers = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers.append((name.strip().lower(), value.strip()))
+    response = RawResponse(int(status), reason, headers, b"")
+    if head_only or 100 <= response.status < 200 or response.status in (204, 304):
+        return response
+    length = int(response.header("content-length") or 0)
+    while len(buffer) < length:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed mid-body")
+        buffer += data
+    response.body = bytes(buffer[:length])
+    del buffer[:length]
+    return response
+
+
+def exchange(server: ServerProcess, raw: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes on a fresh connection, half-close, and return everything until close."""
+    with server.connect(timeout) as sock:
+        sock.sendall(raw)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        return recv_until_closed(sock)
