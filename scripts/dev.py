@@ -2,7 +2,7 @@
 """One entry point for a fresh machine that has only Python.
 
     python3 scripts/dev.py serve [ARGS...]   # make .venv if needed, then `python -m app ARGS...`
-    python3 scripts/dev.py test  [PYTEST ARGS...]   # make .venv with the test extra, lint, type-check, pytest
+    python3 scripts/dev.py test  [PYTEST ARGS...]   # .venv with the test extra; ruff, mypy, pytest
 
 The virtual environment lives in `.venv/` at the project root and is (re)installed only when
 pyproject.toml changes, so the second run starts at once. Standard library only: this file runs

@@ -62,10 +62,12 @@ class ServerProcess:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             self.proc.wait(5)
-            raise AssertionError(f"{self.mode} server did not exit within {timeout}s of {sig!r}")
+            raise AssertionError(
+                f"{self.mode} server did not exit within {timeout}s of {sig!r}"
+            ) from exc
 
 
 def _pump(stream: object, sink: list[str]) -> None:
@@ -151,7 +153,9 @@ class RawResponse:
         return None
 
 
-def read_response(sock: socket.socket, buffer: bytearray, *, head_only: bool = False) -> RawResponse:
+def read_response(
+    sock: socket.socket, buffer: bytearray, *, head_only: bool = False
+) -> RawResponse:
     """Read exactly one Content-Length-framed response from `sock`, keeping leftovers in `buffer`.
 
     Interim 1xx responses are returned like any other; call again for the final one.
@@ -165,7 +169,7 @@ def read_response(sock: socket.socket, buffer: bytearray, *, head_only: bool = F
     head = bytes(buffer[:end]).decode("latin-1")
     del buffer[: end + 4]
     status_line, *lines = head.split("\r\n")
-    _version, status, reason = (status_line.split(" ", 2) + [""])[:3]
+    _version, status, reason = [*status_line.split(" ", 2), "", ""][:3]
     headers = []
     for line in lines:
         name, _, value = line.partition(":")
