@@ -1,0 +1,39 @@
+"""What every peer server shares: the listening line, its arguments and the exit signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as `python scripts/bench_peers/NAME.py`
+    sys.path.insert(0, str(ROOT))
+
+BACKLOG = 2048  # same order as uvicorn's default; the 512-connection scenario connects at once
+IDLE_TIMEOUT = 600.0  # seconds; longer than any scenario, so idle connections are held, not reaped
+
+
+def announce(host: str, port: int) -> None:
+    """Print the one listening line the benchmark (and DESIGN.md) waits for."""
+    if ":" in host:
+        host = f"[{host}]"
+    print(f"listening on http://{host}:{port}", flush=True)
+
+
+def on_exit_signals(callback: Callable[[], None]) -> None:
+    """Call `callback` on SIGINT/SIGTERM through the running event loop (exit status 0)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, callback)
+
+
+def parse_args(description: str) -> tuple[str, int]:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    return str(args.host), int(args.port)

@@ -1,0 +1,93 @@
+"""Peer: the calculator as a minimal ASGI app under uvicorn (httptools, uvloop, no access log).
+
+This is the server most people would pick; the app is as small as an ASGI app gets, so the
+figures measure uvicorn's HTTP path. Run: `python scripts/bench_peers/uvicorn_app.py --port 0`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from calc_glue import HTML_TYPE, JSON_TYPE, calculate_form, page_renderer
+from common import BACKLOG, IDLE_TIMEOUT, announce, parse_args
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+render_page = page_renderer()
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":  # lifespan: nothing to set up
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    method, path = scope["method"], scope["path"]
+    if path == "/calculate" and method == "POST":
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        status, payload = calculate_form(body)
+        content_type = JSON_TYPE
+    elif path == "/" and method in ("GET", "HEAD"):
+        status, payload, content_type = 200, render_page(), HTML_TYPE
+    elif path == "/healthz":
+        status, payload, content_type = 200, b"ok\n", "text/plain; charset=utf-8"
+    else:
+        status, payload, content_type = 404, b"not found\n", "text/plain; charset=utf-8"
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, announcing the listening line once its sockets accept."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets:
+            host, port = sockets[0].getsockname()[:2]
+            announce(host, port)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Shut down gracefully and exit 0, rather than re-raising the signal afterwards.
+        self.should_exit = True
+
+
+def main() -> None:
+    host, port = parse_args(__doc__ or "")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        backlog=BACKLOG,
+        timeout_keep_alive=int(IDLE_TIMEOUT),
+    )
+    asyncio.run(Server(config).serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    main()
