@@ -1,0 +1,734 @@
+"""A strict, sans-IO HTTP/1.1 server core shared by every calcserve mode.
+
+Bytes in, events out; a response value in, bytes out. No sockets, clocks or asyncio: drivers own
+time and I/O, this module owns framing and limits, so no driver can get them wrong.
+
+Callers use:
+
+- `Connection`: one per TCP connection, shaped like h11. `receive_data(data)` buffers (`b""` is
+  the peer's EOF), `next_event()` returns a `Request`, `ExpectContinue`, `NEED_DATA` or `CLOSED`,
+  or raises `ProtocolError`; `send(request, response)` returns the bytes to write.
+- `ProtocolError`: the only exception raised for client input; it carries the status to answer and
+  whether the connection must close. `error_response(err)` turns it into a `Response`.
+- `parse_head`, `ChunkedDecoder`, `check_partial_head`: the pieces `Connection` is built from, for
+  a streams driver that reads the head and the body itself.
+- `render`, `http_date`: the pure serialiser and an IMF-fixdate helper.
+
+Rules (RFC 9112 / RFC 9110), applied strictly: token method; origin-form target (absolute-form and
+`OPTIONS *` accepted); `HTTP/1.0` or `HTTP/1.1` (another well-formed version is 505); token field
+names with no whitespace before the colon; no obs-fold; CRLF only (no bare CR, bare LF or NUL);
+exactly one `Host` in HTTP/1.1; `Content-Length` of 1-19 ASCII digits, duplicates identical;
+`Transfer-Encoding` exactly `chunked` once (else 501), never with `Content-Length` and never in
+HTTP/1.0; chunk sizes ASCII hex, bounded; trailers validated and kept apart from the headers.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field, replace
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Final, NoReturn
+
+__all__ = [
+    "CLOSED",
+    "CONTINUE_BYTES",
+    "MAX_BODY_SIZE",
+    "MAX_CHUNK_LINE",
+    "MAX_HEADER_COUNT",
+    "MAX_HEAD_SIZE",
+    "MAX_REQUEST_LINE",
+    "MAX_TRAILER_SIZE",
+    "NEED_DATA",
+    "ChunkedDecoder",
+    "Closed",
+    "Connection",
+    "ExpectContinue",
+    "Head",
+    "NeedData",
+    "Phase",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "check_partial_head",
+    "error_response",
+    "http_date",
+    "make_request",
+    "parse_head",
+    "render",
+]
+
+# Strategy:
+#
+# The common case is a whole head arriving in one recv(). We find its end with one bytes.find for
+# b"\r\n\r\n", validate request line and every field line with ONE compiled bytes regex
+# (`_HEAD`, fullmatch), and pull the fields out with one findall. Only when that fast path fails do
+# we run the slow diagnosis (`_diagnose_head`), which walks the head line by line to name the
+# precise error and status. Semantics (Host, Content-Length, Transfer-Encoding, Connection,
+# Expect) are one pass over the few fields whose names matter.
+#
+# Errors must not depend on how the bytes were split. A head still arriving is checked
+# incrementally (`check_partial_head`): line by line, in order, for bare LF, request-line length
+# (414), field count and head size (431). The whole-head diagnosis runs the very same scan first,
+# over the same window, so feeding a request whole, byte by byte or in random splits gives the
+# same request or the same error. The chunked decoder works line by line for the same reason.
+#
+# Python traps avoided: every pattern is bytes and used with fullmatch (never `$`, `\d`, `\s`,
+# re.IGNORECASE); numbers reach int() only after a pattern has proved them ASCII digits or hex;
+# we never call str.strip() or splitlines() on input.
+
+# --- limits (each with its precedent) -------------------------------------------------------------
+
+MAX_REQUEST_LINE: Final = 8 * 1024  # Apache LimitRequestLine 8190, nginx 8k buffers; gunicorn 4094
+MAX_HEAD_SIZE: Final = 16 * 1024  # node.js --max-http-header-size 16 KiB; h11 16 KiB incomplete
+MAX_HEADER_COUNT: Final = 100  # Apache LimitRequestFields 100; gunicorn limit_request_fields 100
+MAX_BODY_SIZE: Final = 1024 * 1024  # nginx client_max_body_size 1m; a calculator needs far less
+MAX_CHUNK_LINE: Final = 4 * 1024  # llhttp/h11 bound it only by their head limit; hex + any real ext
+MAX_CHUNK_SIZE_DIGITS: Final = 16  # 64 bits, as llhttp (uint64 overflow is an error there)
+MAX_TRAILER_SIZE: Final = 16 * 1024  # same budget as the head: trailers are header fields too
+
+CONTINUE_BYTES: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# --- grammar (RFC 9110 / 9112), compiled from bytes ----------------------------------------------
+
+# tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~"
+#       / DIGIT / ALPHA
+# token = 1*tchar
+_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TOKEN = rb"[" + _TCHAR + rb"]+"
+# field-vchar = VCHAR / obs-text ; field-content = field-vchar [ 1*( SP / HTAB / field-vchar )
+#               field-vchar ] ; field-value = *field-content ; OWS = *( SP / HTAB )
+_FVCHAR = rb"\x21-\x7e\x80-\xff"
+_FIELD_VALUE = rb"(?:[" + _FVCHAR + rb"](?:[ \t" + _FVCHAR + rb"]*[" + _FVCHAR + rb"])?)?"
+# field-line = field-name ":" OWS field-value OWS
+_FIELD_LINE = _TOKEN + rb":[ \t]*" + _FIELD_VALUE + rb"[ \t]*"
+# request-target: any visible ASCII but "#" here; its form is checked by _split_target.
+_TARGET = rb"[\x21\x22\x24-\x7e]+"
+# request-line = method SP request-target SP HTTP-version ; HTTP-version = "HTTP/" DIGIT "." DIGIT
+# HTTP-message head = request-line CRLF *( field-line CRLF ) CRLF
+_HEAD = re.compile(
+    rb"(" + _TOKEN + rb") (" + _TARGET + rb") HTTP/1\.([01])\r\n"
+    rb"((?:" + _FIELD_LINE + rb"\r\n)*)\r\n"
+)
+_FIELD_EXTRACT = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n")
+_FIELD_LINE_RE = re.compile(_FIELD_LINE)
+_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (" + _TARGET + rb") HTTP/([0-9])\.([0-9])")
+# absolute-form = absolute-URI, limited to the http(s) schemes we serve
+_ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?]*)([/?].*)?")
+# Host = uri-host [ ":" port ] ; uri-host = IP-literal / IPv4address / reg-name
+_HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+# Content-Length = 1*DIGIT, bounded so the value fits in 63 bits
+_CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
+# chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF ; chunk-size = 1*HEXDIG
+# chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+# chunk-ext-val = token / quoted-string ; quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE
+_QUOTED_STRING = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_EXT = (
+    rb"(?:[ \t]*;[ \t]*" + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*"
+)
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1," + str(MAX_CHUNK_SIZE_DIGITS).encode() + rb"})"
+                         + _CHUNK_EXT)
+
+# Fields that frame or route the message may not hide in a trailer section (RFC 9110 6.5.1).
+_FORBIDDEN_TRAILERS: Final = frozenset(
+    {"content-length", "transfer-encoding", "host", "connection", "expect", "te", "trailer"}
+)
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """The client broke HTTP/1.1: answer `status` and close the connection when `close`."""
+
+    def __init__(self, message: str, status: int = 400, close: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.close = close
+
+    def __repr__(self) -> str:
+        return f"ProtocolError({self.message!r}, status={self.status}, close={self.close})"
+
+
+class Phase(enum.Enum):
+    """What a connection is waiting for; drivers pick their timeout from it."""
+
+    IDLE = "IDLE"  # no byte of the next request buffered: keep-alive timeout, close silently
+    HEAD = "HEAD"  # part of a head buffered: header timeout, answer 408 and close
+    BODY = "BODY"  # head parsed, body incomplete: body timeout, answer 408 and close
+    CLOSED = "CLOSED"  # no more requests will be produced
+
+
+class NeedData(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+
+
+class Closed(enum.Enum):
+    CLOSED = "CLOSED"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+"""Sentinel from `next_event`: feed more bytes."""
+CLOSED: Final = Closed.CLOSED
+"""Sentinel from `next_event`: no more requests; finish writing, then close."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One complete request: head and whole body."""
+
+    method: str
+    target: str
+    path: str
+    query: str
+    version: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    keep_alive: bool
+    trailers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The first value of the field `name` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectContinue:
+    """The head asked for `100-continue` and its body has not arrived: write CONTINUE_BYTES."""
+
+
+_EXPECT_CONTINUE: Final = ExpectContinue()
+
+
+@dataclass(slots=True)
+class Response:
+    """A response value; `render` adds Content-Length and Connection."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A parsed and validated request head, before its body."""
+
+    method: str
+    target: str
+    path: str
+    query: str
+    version: str
+    headers: tuple[tuple[str, str], ...]
+    keep_alive: bool
+    content_length: int  # 0 when there is no body or the body is chunked
+    chunked: bool
+    expect_continue: bool  # HTTP/1.1 "Expect: 100-continue" with a body to come
+
+
+def make_request(head: Head, body: bytes, trailers: tuple[tuple[str, str], ...] = ()) -> Request:
+    """Join a head and its body into a `Request`."""
+    return Request(
+        head.method, head.target, head.path, head.query, head.version,
+        head.headers, body, head.keep_alive, trailers,
+    )
+
+
+# --- head parsing ---------------------------------------------------------------------------------
+
+
+def check_partial_head(buf: bytes | bytearray, start: int = 0, lines: int = 0) -> tuple[int, int]:
+    """Check a head that has not ended yet, from `start`, with `lines` lines already seen.
+
+    Raises 414 (request line too long), 400 (bare LF) or 431 (too many fields, head too big),
+    in the order the offending bytes appear. Returns `(position, lines)` to resume from once more
+    bytes arrive, so a driver that rescans as bytes trickle in does linear work overall.
+    """
+    pos, lines = _scan_lines(buf, start, lines, min(len(buf), MAX_HEAD_SIZE))
+    if len(buf) >= MAX_HEAD_SIZE:
+        raise ProtocolError("request head too large", 431)
+    return pos, lines
+
+
+def _scan_lines(buf: bytes | bytearray, pos: int, lines: int, stop: int) -> tuple[int, int]:
+    # Walk the line ends of buf[pos:stop] in order; the first offence wins. `lines` counts the
+    # line ends seen so far (the request line is line 1); the terminator is never in range.
+    find = buf.find
+    while True:
+        if lines == 0:
+            end = find(b"\n", pos, min(stop, MAX_REQUEST_LINE + 2))
+            if end < 0:
+                if stop >= MAX_REQUEST_LINE + 2:
+                    raise ProtocolError("request line too long", 414)
+                return stop, 0
+        else:
+            end = find(b"\n", pos, stop)
+            if end < 0:
+                return stop, lines
+        if end == 0 or buf[end - 1] != 0x0D:
+            raise ProtocolError("bare LF in request head (lines must end with CRLF)")
+        lines += 1
+        if lines - 1 > MAX_HEADER_COUNT:
+            raise ProtocolError("too many header fields", 431)
+        pos = end + 1
+
+
+def parse_head(head: bytes, *, max_body_size: int = MAX_BODY_SIZE) -> Head:
+    """Parse a whole head ending in b"\\r\\n\\r\\n" (no leading empty lines); raise ProtocolError.
+
+    A streams driver reads up to and including the first b"\\r\\n\\r\\n", calls this, then reads
+    `content_length` bytes or feeds a `ChunkedDecoder`.
+    """
+    m = _HEAD.fullmatch(head)
+    if (
+        m is None
+        or len(head) > MAX_HEAD_SIZE
+        or m.end(2) + 9 > MAX_REQUEST_LINE  # the request line ends 9 bytes after the target
+    ):
+        _diagnose_head(head)
+    fields = [(n.decode("ascii").lower(), v.decode("latin-1"))
+              for n, v in _FIELD_EXTRACT.findall(head, m.start(4), m.end(4))]
+    if len(fields) > MAX_HEADER_COUNT:
+        _diagnose_head(head)
+    method = m.group(1).decode("ascii")
+    target = m.group(2).decode("ascii")
+    version = "1.1" if m.group(3) == b"1" else "1.0"
+    path, query = _split_target(method, target)
+    return _interpret(method, target, path, query, version, tuple(fields), max_body_size)
+
+
+def _diagnose_head(head: bytes) -> NoReturn:
+    # The slow path: name the first offence, scanning exactly as check_partial_head does.
+    body_end = len(head) - 2  # the terminator's final CRLF is not a line of its own
+    _scan_lines(head, 0, 0, min(body_end, MAX_HEAD_SIZE))
+    if len(head) > MAX_HEAD_SIZE:
+        raise ProtocolError("request head too large", 431)
+    lines = head[:body_end].split(b"\r\n")[:-1]
+    request_line = lines[0]
+    m = _REQUEST_LINE_RE.fullmatch(request_line)
+    if m is None:
+        raise ProtocolError("malformed request line")
+    if m.group(3) != b"1" or m.group(4) not in (b"0", b"1"):
+        raise ProtocolError("HTTP version not supported (use HTTP/1.1 or HTTP/1.0)", 505)
+    for line in lines[1:]:
+        if _FIELD_LINE_RE.fullmatch(line):
+            continue
+        if line[:1] in (b" ", b"\t"):
+            raise ProtocolError("obsolete line folding in header field")
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            raise ProtocolError("header field without a colon")
+        if name[-1:] in (b" ", b"\t"):
+            raise ProtocolError("whitespace between header field name and colon")
+        if b"\r" in line:
+            raise ProtocolError("bare CR in header field")
+        if b"\0" in line:
+            raise ProtocolError("NUL in header field")
+        raise ProtocolError("invalid header field")
+    raise ProtocolError("malformed request head")  # pragma: no cover - the fast path would pass
+
+
+def _split_target(method: str, target: str) -> tuple[str, str]:
+    if target[0] == "/":
+        path, _, query = target.partition("?")
+        return path, query
+    if target == "*":
+        if method != "OPTIONS":
+            raise ProtocolError("asterisk-form target is only for OPTIONS")
+        return "*", ""
+    m = _ABSOLUTE_FORM.fullmatch(target.encode("ascii"))
+    if m is None or not _HOST_RE.fullmatch(m.group(1)) or not m.group(1):
+        raise ProtocolError("request target must be origin-form or absolute-form")
+    rest = (m.group(2) or b"").decode("ascii")
+    path, _, query = rest.partition("?")
+    return path or "/", query
+
+
+def _interpret(
+    method: str, target: str, path: str, query: str, version: str,
+    headers: tuple[tuple[str, str], ...], max_body_size: int,
+) -> Head:
+    host: str | None = None
+    hosts = 0
+    content_length: str | None = None
+    transfer_encodings: list[str] = []
+    connection: list[str] = []
+    expect: str | None = None
+    for name, value in headers:
+        if name == "host":
+            hosts += 1
+            host = value
+        elif name == "content-length":
+            if not _CONTENT_LENGTH.fullmatch(value.encode("latin-1")):
+                raise ProtocolError("Content-Length must be 1 to 19 ASCII digits")
+            if content_length is not None and value != content_length:
+                raise ProtocolError("conflicting Content-Length values")
+            content_length = value
+        elif name == "transfer-encoding":
+            transfer_encodings.append(value)
+        elif name == "connection":
+            connection.append(value)
+        elif name == "expect":
+            expect = value if expect is None else expect + "," + value
+    if hosts > 1:
+        raise ProtocolError("more than one Host header field")
+    if host is None:
+        if version == "1.1":
+            raise ProtocolError("HTTP/1.1 request without Host")
+    elif not _HOST_RE.fullmatch(host.encode("latin-1")):
+        raise ProtocolError("invalid Host")
+
+    chunked = False
+    length = 0
+    if transfer_encodings:
+        if version == "1.0":
+            raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+        if content_length is not None:
+            raise ProtocolError("both Transfer-Encoding and Content-Length")
+        if len(transfer_encodings) != 1 or transfer_encodings[0].lower() != "chunked":
+            raise ProtocolError("only Transfer-Encoding: chunked is supported", 501)
+        chunked = True
+    elif content_length is not None:
+        length = int(content_length)  # safe: proved 1-19 ASCII digits above
+        if length > max_body_size:
+            raise ProtocolError(f"body larger than {max_body_size} bytes", 413)
+
+    if connection:
+        tokens = {t.strip(" \t") for t in ",".join(connection).lower().split(",")}
+        close = "close" in tokens
+        keep_alive = not close and (version == "1.1" or "keep-alive" in tokens)
+    else:
+        keep_alive = version == "1.1"
+
+    expect_continue = False
+    if expect is not None and version == "1.1":  # HTTP/1.0 expectations are ignored (RFC 9110)
+        if expect.lower() != "100-continue":
+            raise ProtocolError("unsupported expectation", 417)
+        expect_continue = chunked or length > 0
+    return Head(method, target, path, query, version, headers, keep_alive, length, chunked,
+                expect_continue)
+
+
+# --- chunked bodies -------------------------------------------------------------------------------
+
+
+class _Chunk(enum.Enum):
+    SIZE = 0
+    DATA = 1
+    DATA_END = 2
+    TRAILER = 3
+    DONE = 4
+
+
+class ChunkedDecoder:
+    """Incremental decoder for a chunked body.
+
+    `feed(data)` returns the body bytes decoded so far from everything fed (possibly b""), or
+    raises ProtocolError (400 malformed, 413 over `max_body_size`, 431 trailers too large). Once
+    `done`, `trailers` holds the trailer fields and `unused` the bytes fed after the body (the next
+    pipelined request); further feeds only add to `unused`.
+    """
+
+    __slots__ = ("_buf", "_lines", "_max", "_remaining", "_state", "_total", "_trailer_bytes",
+                 "trailers", "unused")
+
+    def __init__(self, max_body_size: int = MAX_BODY_SIZE) -> None:
+        self._buf = bytearray()
+        self._state = _Chunk.SIZE
+        self._max = max_body_size
+        self._total = 0
+        self._remaining = 0
+        self._trailer_bytes = 0
+        self._lines = 0
+        self.trailers: tuple[tuple[str, str], ...] = ()
+        self.unused = b""
+
+    @property
+    def done(self) -> bool:
+        return self._state is _Chunk.DONE
+
+    def feed(self, data: bytes) -> bytes:
+        if self._state is _Chunk.DONE:
+            self.unused += data
+            return b""
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        while buf:
+            state = self._state
+            if state is _Chunk.DATA:
+                n = min(self._remaining, len(buf))
+                out.append(bytes(buf[:n]))
+                del buf[:n]
+                self._remaining -= n
+                if not self._remaining:
+                    self._state = _Chunk.DATA_END
+            elif state is _Chunk.SIZE:
+                if not self._maybe_read_size(buf):
+                    break
+            elif state is _Chunk.DATA_END:
+                if buf[0] != 0x0D or (len(buf) > 1 and buf[1] != 0x0A):
+                    raise ProtocolError("chunk data not followed by CRLF")
+                if len(buf) < 2:
+                    break
+                del buf[:2]
+                self._state = _Chunk.SIZE
+            elif not self._maybe_read_trailer(buf):
+                break
+            if self._state is _Chunk.DONE:
+                self.unused = bytes(buf)
+                buf.clear()
+        return b"".join(out)
+
+    def _maybe_read_size(self, buf: bytearray) -> bool:
+        end = buf.find(b"\n", 0, MAX_CHUNK_LINE + 2)
+        if end < 0:
+            if len(buf) >= MAX_CHUNK_LINE + 2:
+                raise ProtocolError("chunk size line too long")
+            return False
+        if end == 0 or buf[end - 1] != 0x0D:
+            raise ProtocolError("bare LF in chunk size line")
+        m = _CHUNK_LINE.fullmatch(buf, 0, end - 1)
+        if m is None:
+            raise ProtocolError("malformed chunk size line")
+        size = int(m.group(1), 16)  # safe: proved ASCII hex, at most 16 digits
+        del buf[: end + 1]
+        if self._total + size > self._max:
+            raise ProtocolError(f"body larger than {self._max} bytes", 413)
+        self._total += size
+        if size:
+            self._remaining = size
+            self._state = _Chunk.DATA
+        else:
+            self._state = _Chunk.TRAILER
+        return True
+
+    def _maybe_read_trailer(self, buf: bytearray) -> bool:
+        left = MAX_TRAILER_SIZE - self._trailer_bytes
+        end = buf.find(b"\n", 0, left)
+        if end < 0:
+            if len(buf) >= left:
+                raise ProtocolError("trailer section too large", 431)
+            return False
+        if end == 0 or buf[end - 1] != 0x0D:
+            raise ProtocolError("bare LF in trailer section")
+        if end == 1:
+            del buf[:2]
+            self._state = _Chunk.DONE
+            return True
+        m = _FIELD_EXTRACT.fullmatch(buf, 0, end + 1)
+        if m is None:
+            raise ProtocolError("invalid trailer field")
+        self._lines += 1
+        if self._lines > MAX_HEADER_COUNT:
+            raise ProtocolError("too many trailer fields", 431)
+        name = m.group(1).decode("ascii").lower()
+        if name in _FORBIDDEN_TRAILERS:
+            raise ProtocolError(f"{name} is not allowed in a trailer section")
+        self.trailers += ((name, m.group(2).decode("latin-1")),)
+        self._trailer_bytes += end + 1
+        del buf[: end + 1]
+        return True
+
+
+# --- the connection -------------------------------------------------------------------------------
+
+
+class Connection:
+    """The HTTP/1.1 state of one TCP connection, server side.
+
+    Call `receive_data` with what you read (b"" at EOF), then `next_event` until it returns
+    NEED_DATA (read more) or CLOSED (finish writing, then close). For each `Request`, write
+    `send(request, response)`; for `ExpectContinue`, write CONTINUE_BYTES. On ProtocolError, write
+    `send(None, error_response(err))` and close. `phase` tells a driver which timeout applies.
+    """
+
+    __slots__ = ("_buf", "_closed", "_decoder", "_eof", "_head", "_lines", "_max_body",
+                 "_must_close", "_parts", "_scan", "_search")
+
+    def __init__(self, *, max_body_size: int = MAX_BODY_SIZE) -> None:
+        self._buf = bytearray()
+        self._max_body = max_body_size
+        self._eof = False
+        self._closed = False  # next_event will only ever return CLOSED
+        self._must_close = False  # the connection ends after the current response
+        self._head: Head | None = None
+        self._decoder: ChunkedDecoder | None = None
+        self._parts: list[bytes] = []
+        self._search = 0  # where the b"\r\n\r\n" search resumes
+        self._scan = 0  # where check_partial_head resumes
+        self._lines = 0
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes read from the peer; b"" means the peer will send no more."""
+        if not data:
+            self._eof = True
+        elif not self._closed:
+            self._buf += data
+
+    @property
+    def phase(self) -> Phase:
+        if self._closed:
+            return Phase.CLOSED
+        if self._head is not None:
+            return Phase.BODY
+        return Phase.HEAD if self._buf else Phase.IDLE
+
+    @property
+    def keep_alive(self) -> bool:
+        """False once the connection must close after what has been sent."""
+        return not (self._closed or self._must_close)
+
+    def next_event(self) -> Request | ExpectContinue | NeedData | Closed:
+        """The next event; raises ProtocolError, after which the connection is CLOSED."""
+        if self._closed:
+            return CLOSED
+        try:
+            if self._head is None:
+                return self._maybe_read_head()
+            return self._maybe_read_body(self._head)
+        except ProtocolError:
+            self._closed = True
+            self._must_close = True
+            self._buf.clear()
+            raise
+
+    def _maybe_read_head(self) -> Request | ExpectContinue | NeedData | Closed:
+        buf = self._buf
+        # RFC 9112 2.2: ignore empty lines received before the request line.
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+            self._search = self._scan = self._lines = 0
+        end = buf.find(b"\r\n\r\n", self._search)
+        if end < 0:
+            if not buf:
+                if self._eof:
+                    self._closed = True
+                    return CLOSED
+                return NEED_DATA
+            self._scan, self._lines = check_partial_head(buf, self._scan, self._lines)
+            if self._eof:
+                raise ProtocolError("connection closed in the middle of a request head")
+            self._search = max(0, len(buf) - 3)
+            return NEED_DATA
+        head = parse_head(bytes(buf[: end + 4]), max_body_size=self._max_body)
+        del buf[: end + 4]
+        self._search = self._scan = self._lines = 0
+        if head.chunked:
+            self._decoder = ChunkedDecoder(self._max_body)
+        elif not head.content_length:
+            return self._complete(head, b"")
+        self._head = head
+        if head.expect_continue and not buf:
+            return _EXPECT_CONTINUE
+        return self._maybe_read_body(head)
+
+    def _maybe_read_body(self, head: Head) -> Request | NeedData:
+        buf = self._buf
+        decoder = self._decoder
+        if decoder is None:
+            n = head.content_length
+            if len(buf) >= n:
+                body = bytes(buf[:n])
+                del buf[:n]
+                return self._complete(head, body)
+        elif buf:
+            self._parts.append(decoder.feed(bytes(buf)))
+            buf.clear()
+            if decoder.done:
+                buf += decoder.unused
+                body = b"".join(self._parts)
+                self._parts = []
+                self._decoder = None
+                return self._complete(head, body, decoder.trailers)
+        if self._eof:
+            raise ProtocolError("connection closed in the middle of a request body")
+        return NEED_DATA
+
+    def _complete(
+        self, head: Head, body: bytes, trailers: tuple[tuple[str, str], ...] = ()
+    ) -> Request:
+        self._head = None
+        if not head.keep_alive:
+            self._closed = True
+            self._must_close = True
+            self._buf.clear()
+        return Request(head.method, head.target, head.path, head.query, head.version,
+                       head.headers, body, head.keep_alive, trailers)
+
+    def send(self, request: Request | None, response: Response, *,
+             date: bytes | None = None) -> bytes:
+        """The bytes of `response` to `request` (None: an error before a request was parsed)."""
+        if self._must_close and not response.close:
+            response = replace(response, close=True)
+        data = render(request, response, date=date)
+        if response.close or request is None or not request.keep_alive:
+            self._closed = True
+            self._must_close = True
+            self._buf.clear()
+        return data
+
+
+# --- serialising ----------------------------------------------------------------------------------
+
+
+def _status_line(status: int) -> str:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    return f"HTTP/1.1 {status} {reason}\r\n"
+
+
+_STATUS_LINES: Final = {int(s): _status_line(int(s)) for s in HTTPStatus}
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+
+
+def render(request: Request | None, response: Response, *, date: bytes | None = None) -> bytes:
+    """Serialise `response` to `request`: Content-Length always (but 1xx/204/304), Connection as
+    needed, head only for HEAD."""
+    status = response.status
+    line = _STATUS_LINES.get(status) or _status_line(status)
+    fields = "".join([f"{name}: {value}\r\n" for name, value in response.headers])
+    count = len(response.headers)
+    if fields.count("\n") != count or fields.count("\r") != count:
+        raise ValueError("CR or LF inside a response header field")
+    body = response.body
+    if status in _NO_BODY_STATUS or status < 200:
+        framing = ""
+        body = b""
+    else:
+        framing = f"Content-Length: {len(body)}\r\n"
+    if response.close or request is None or not request.keep_alive:
+        framing += "Connection: close\r\n"
+    elif request.version == "1.0":
+        framing += "Connection: keep-alive\r\n"
+    if date is not None:
+        framing += "Date: " + date.decode("ascii") + "\r\n"
+    head = (line + fields + framing + "\r\n").encode("latin-1")
+    if request is not None and request.method == "HEAD":
+        return head
+    return head + body
+
+
+def error_response(err: ProtocolError) -> Response:
+    """The plain-text response a driver writes for `err`."""
+    line = _STATUS_LINES.get(err.status) or _status_line(err.status)
+    text = f"{line[9:-2]}: {err.message}\n"
+    return Response(
+        err.status,
+        [("Content-Type", "text/plain; charset=utf-8")],
+        text.encode("utf-8"),
+        close=err.close,
+    )
+
+
+def http_date(epoch_seconds: float) -> bytes:
+    """IMF-fixdate, e.g. b"Sun, 06 Nov 1994 08:49:37 GMT"."""
+    return formatdate(epoch_seconds, usegmt=True).encode("ascii")
