@@ -1,0 +1,186 @@
+"""Configuration of `python -m app`: one frozen dataclass, one argparse parser.
+
+Every option is a field of `Config`, and the command-line parser is generated from those fields, so
+an option is declared exactly once (uvicorn repeats each option in four places; we do not). Each
+option can also come from the environment as `CALCSERVE_<NAME>` (`--max-connections` is
+`CALCSERVE_MAX_CONNECTIONS`). Precedence: command line, then environment, then the default.
+
+To add an option, add a field with `option(...)`: the flag, the environment variable, the help
+text and validation follow from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+ENV_PREFIX: Final = "CALCSERVE_"
+LOOPS: Final = ("auto", "uvloop", "asyncio")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+# Converters: each turns one string (from argv or the environment) into a value or raises
+# ValueError with a message fit for the user.
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 and 65535 (0 picks a free port)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        lowered = text.strip().lower()
+        if lowered not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return lowered
+
+    return convert
+
+
+def option(
+    default: Any, help: str, *, convert: Callable[[str], Any], metavar: str | None = None
+) -> Any:
+    """A `Config` field that is also a command-line option and an environment variable."""
+    return field(
+        default=default, metadata={"help": help, "convert": convert, "metavar": metavar}
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `python -m app` can be told; the defaults are the production defaults."""
+
+    host: str = option("127.0.0.1", "interface to listen on (IPv6 literals too, e.g. ::1)",
+                       convert=str, metavar="HOST")
+    port: int = option(8000, "TCP port; 0 picks a free one", convert=port_number, metavar="PORT")
+    # 2048: uvicorn's and gunicorn's default; asyncio's own default of 100 drops SYNs under bursts.
+    backlog: int = option(2048, "listen backlog (kernel caps it at net.core.somaxconn)",
+                          convert=positive_int, metavar="N")
+    # 16384: headroom over the benchmark's 10,000 idle keep-alive connections; an idle
+    # connection costs a few KB, so this is bounded memory, not a throughput knob.
+    max_connections: int = option(
+        16384, "open connections at most; one more is answered 503 and closed",
+        convert=positive_int, metavar="N")
+    # Timeouts: the legacy modes' values (DESIGN contract), close to nginx (60 s client_header,
+    # 75 s keepalive) scaled down for a calculator whose requests are tiny.
+    header_timeout: float = option(
+        10.0, "seconds for a whole request head to arrive (then 408); also closes a new "
+        "connection that sends nothing", convert=positive_float, metavar="SECONDS")
+    body_timeout: float = option(
+        30.0, "seconds for a request body to arrive after its head (then 408); also bounds how "
+        "long a client may leave responses unread", convert=positive_float, metavar="SECONDS")
+    keepalive_timeout: float = option(
+        5.0, "seconds an idle keep-alive connection is kept open", convert=positive_float,
+        metavar="SECONDS")
+    graceful_timeout: float = option(
+        10.0, "on SIGTERM/SIGINT, seconds in-flight requests get to finish",
+        convert=positive_float, metavar="SECONDS")
+    access_log: bool = option(False, "log one line per request (common log format) to stderr",
+                              convert=boolean)
+    log_level: str = option("info", "logging level", convert=choice(*LOG_LEVELS))
+    loop: str = option("auto", "event loop: uvloop when importable (auto), or force one",
+                       convert=choice(*LOOPS))
+
+    def with_changes(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(prog: str = "python -m app") -> argparse.ArgumentParser:
+    """The command-line parser; every flag defaults to None so the environment can fill in."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the calculator over HTTP/1.1 with asyncio (uvloop when available).",
+        epilog=f"Every option can also be set in the environment as {ENV_PREFIX}<NAME>, "
+        f"e.g. {env_name('max_connections')}=512; the command line wins.",
+    )
+    for f in dataclasses.fields(Config):
+        convert = f.metadata["convert"]
+        help_text = f"{f.metadata['help']} (default: {_show(f.default)}; env {env_name(f.name)})"
+        if convert is boolean:
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None, help=help_text,
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None, help=help_text,
+                                type=_for_argparse(convert), metavar=f.metadata["metavar"])
+    return parser
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """A `Config` from argv (default: sys.argv[1:]) over the environment (default: os.environ)."""
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        given = getattr(namespace, f.name)
+        if given is not None:
+            values[f.name] = given
+        elif env_name(f.name) in environ:
+            raw = environ[env_name(f.name)]
+            try:
+                values[f.name] = f.metadata["convert"](raw)
+            except ValueError as exc:
+                parser.error(f"{env_name(f.name)}={raw!r}: {_reason(exc)}")
+    return Config(**values)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _reason(exc: ValueError) -> str:
+    text = str(exc)
+    # int("x") says "invalid literal for int() with base 10: 'x'"; keep ours, simplify theirs.
+    return "not a number" if text.startswith(("invalid literal", "could not convert")) else text
+
+
+def _for_argparse(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def wrapped(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {_reason(exc)}") from None
+
+    return wrapped
