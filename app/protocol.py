@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Final, NoReturn
+from typing import Final, NamedTuple, NoReturn
 
 __all__ = [
     "CLOSED",
@@ -106,14 +106,20 @@ _FIELD_LINE = _TOKEN + rb":[ \t]*" + _FIELD_VALUE + rb"[ \t]*"
 # request-target: any visible ASCII but "#" here; its form is checked by _split_target.
 _TARGET = rb"[\x21\x22\x24-\x7e]+"
 # request-line = method SP request-target SP HTTP-version ; HTTP-version = "HTTP/" DIGIT "." DIGIT
-# HTTP-message head = request-line CRLF *( field-line CRLF ) CRLF
-_HEAD = re.compile(
-    rb"(" + _TOKEN + rb") (" + _TARGET + rb") HTTP/1\.([01])\r\n"
-    rb"((?:" + _FIELD_LINE + rb"\r\n)*)\r\n"
-)
-_FIELD_EXTRACT = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n")
-_FIELD_LINE_RE = re.compile(_FIELD_LINE)
 _REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (" + _TARGET + rb") HTTP/([0-9])\.([0-9])")
+_FIELD_LINE_RE = re.compile(_FIELD_LINE)
+_FIELD_EXTRACT = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n")
+# The fast path runs the same grammar over the head decoded as latin-1, which maps byte N to code
+# point N one to one, so these explicit ranges mean exactly what they mean in the bytes patterns.
+# Field lines are anchored at line starts (MULTILINE "^" matches only after "\n"), so when the
+# number of matches equals the number of CRLF-terminated lines, every line matched whole.
+_FAST_REQUEST_LINE = re.compile(
+    (rb"(" + _TOKEN + rb") (" + _TARGET + rb") HTTP/1\.([01])\r\n").decode("latin-1")
+)
+_FAST_FIELD_LINE = re.compile(
+    (rb"^(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n").decode("latin-1"),
+    re.MULTILINE,
+)
 # absolute-form = absolute-URI, limited to the http(s) schemes we serve
 _ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?]*)([/?].*)?")
 # Host = uri-host [ ":" port ] ; uri-host = IP-literal / IPv4address / reg-name
@@ -216,8 +222,7 @@ class Response:
     close: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     """A parsed and validated request head, before its body."""
 
     method: str
@@ -279,32 +284,35 @@ def _scan_lines(buf: bytes | bytearray, pos: int, lines: int, stop: int) -> tupl
         pos = end + 1
 
 
-def parse_head(head: bytes, *, max_body_size: int = MAX_BODY_SIZE) -> Head:
+def parse_head(head: bytes | bytearray, *, max_body_size: int = MAX_BODY_SIZE) -> Head:
     """Parse a whole head ending in b"\\r\\n\\r\\n" (no leading empty lines); raise ProtocolError.
 
     A streams driver reads up to and including the first b"\\r\\n\\r\\n", calls this, then reads
     `content_length` bytes or feeds a `ChunkedDecoder`.
     """
-    m = _HEAD.fullmatch(head)
+    text = head.decode("latin-1")
+    m = _FAST_REQUEST_LINE.match(text)
+    crlf = head.count(b"\r\n")
+    if m is None or len(head) > MAX_HEAD_SIZE or m.end() - 2 > MAX_REQUEST_LINE:
+        _diagnose_head(head)
+    fields = _FAST_FIELD_LINE.findall(text, m.end(), len(text) - 2)
     if (
-        m is None
-        or len(head) > MAX_HEAD_SIZE
-        or m.end(2) + 9 > MAX_REQUEST_LINE  # the request line ends 9 bytes after the target
+        len(fields) != crlf - 2
+        or len(fields) > MAX_HEADER_COUNT
+        or head.count(b"\n") != crlf
+        or head.count(b"\r") != crlf
+        or not text.endswith("\r\n\r\n")
     ):
         _diagnose_head(head)
-    fields = [(n.decode("ascii").lower(), v.decode("latin-1"))
-              for n, v in _FIELD_EXTRACT.findall(head, m.start(4), m.end(4))]
-    if len(fields) > MAX_HEADER_COUNT:
-        _diagnose_head(head)
-    method = m.group(1).decode("ascii")
-    target = m.group(2).decode("ascii")
-    version = "1.1" if m.group(3) == b"1" else "1.0"
-    path, query = _split_target(method, target)
-    return _interpret(method, target, path, query, version, tuple(fields), max_body_size)
+    method, target, minor = m.groups()
+    headers = tuple([(name.lower(), value) for name, value in fields])
+    return _interpret(method, target, "1.1" if minor == "1" else "1.0", headers, max_body_size)
 
 
-def _diagnose_head(head: bytes) -> NoReturn:
+def _diagnose_head(head: bytes | bytearray) -> NoReturn:
     # The slow path: name the first offence, scanning exactly as check_partial_head does.
+    if not head.endswith(b"\r\n\r\n"):
+        raise ProtocolError("request head must end with an empty line")
     body_end = len(head) - 2  # the terminator's final CRLF is not a line of its own
     _scan_lines(head, 0, 0, min(body_end, MAX_HEAD_SIZE))
     if len(head) > MAX_HEAD_SIZE:
@@ -350,20 +358,25 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
     return path or "/", query
 
 
+# Fields whose names change how a request is framed or answered; the rest pass through.
+_SPECIAL_FIELDS: Final = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "expect"}
+)
+
+
 def _interpret(
-    method: str, target: str, path: str, query: str, version: str,
-    headers: tuple[tuple[str, str], ...], max_body_size: int,
+    method: str, target: str, version: str, headers: tuple[tuple[str, str], ...],
+    max_body_size: int,
 ) -> Head:
-    host: str | None = None
-    hosts = 0
+    path, query = _split_target(method, target)
+    hosts: list[str] = []
     content_length: str | None = None
     transfer_encodings: list[str] = []
     connection: list[str] = []
-    expect: str | None = None
-    for name, value in headers:
+    expect: list[str] = []
+    for name, value in [pair for pair in headers if pair[0] in _SPECIAL_FIELDS]:
         if name == "host":
-            hosts += 1
-            host = value
+            hosts.append(value)
         elif name == "content-length":
             if not _CONTENT_LENGTH.fullmatch(value.encode("latin-1")):
                 raise ProtocolError("Content-Length must be 1 to 19 ASCII digits")
@@ -374,14 +387,14 @@ def _interpret(
             transfer_encodings.append(value)
         elif name == "connection":
             connection.append(value)
-        elif name == "expect":
-            expect = value if expect is None else expect + "," + value
-    if hosts > 1:
+        else:
+            expect.append(value)
+    if len(hosts) > 1:
         raise ProtocolError("more than one Host header field")
-    if host is None:
+    if not hosts:
         if version == "1.1":
             raise ProtocolError("HTTP/1.1 request without Host")
-    elif not _HOST_RE.fullmatch(host.encode("latin-1")):
+    elif not _HOST_RE.fullmatch(hosts[0].encode("latin-1")):
         raise ProtocolError("invalid Host")
 
     chunked = False
@@ -399,16 +412,17 @@ def _interpret(
         if length > max_body_size:
             raise ProtocolError(f"body larger than {max_body_size} bytes", 413)
 
-    if connection:
-        tokens = {t.strip(" \t") for t in ",".join(connection).lower().split(",")}
-        close = "close" in tokens
-        keep_alive = not close and (version == "1.1" or "keep-alive" in tokens)
-    else:
+    if not connection:
         keep_alive = version == "1.1"
+    elif len(connection) == 1 and connection[0].lower() == "keep-alive":
+        keep_alive = True
+    else:
+        tokens = {t.strip(" \t") for t in ",".join(connection).lower().split(",")}
+        keep_alive = "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
 
     expect_continue = False
-    if expect is not None and version == "1.1":  # HTTP/1.0 expectations are ignored (RFC 9110)
-        if expect.lower() != "100-continue":
+    if expect and version == "1.1":  # HTTP/1.0 expectations are ignored (RFC 9110 10.1.1)
+        if len(expect) != 1 or expect[0].lower() != "100-continue":
             raise ProtocolError("unsupported expectation", 417)
         expect_continue = chunked or length > 0
     return Head(method, target, path, query, version, headers, keep_alive, length, chunked,
@@ -602,11 +616,11 @@ class Connection:
     def _maybe_read_head(self) -> Request | ExpectContinue | NeedData | Closed:
         buf = self._buf
         # RFC 9112 2.2: ignore empty lines received before the request line.
-        while buf[:2] == b"\r\n":
+        while buf.startswith(b"\r\n"):
             del buf[:2]
             self._search = self._scan = self._lines = 0
-        end = buf.find(b"\r\n\r\n", self._search)
-        if end < 0:
+        end = buf.find(b"\r\n\r\n", self._search) + 4
+        if end < 4:
             if not buf:
                 if self._eof:
                     self._closed = True
@@ -617,8 +631,12 @@ class Connection:
                 raise ProtocolError("connection closed in the middle of a request head")
             self._search = max(0, len(buf) - 3)
             return NEED_DATA
-        head = parse_head(bytes(buf[: end + 4]), max_body_size=self._max_body)
-        del buf[: end + 4]
+        if end == len(buf):  # the common case: exactly one head, nothing behind it
+            head = parse_head(buf, max_body_size=self._max_body)
+            buf.clear()
+        else:
+            head = parse_head(buf[:end], max_body_size=self._max_body)
+            del buf[:end]
         self._search = self._scan = self._lines = 0
         if head.chunked:
             self._decoder = ChunkedDecoder(self._max_body)
