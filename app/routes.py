@@ -1,0 +1,391 @@
+"""What calcserve answers: one pure function from a parsed `Request` to a `Response`.
+
+| request                                   | answer                                              |
+|-------------------------------------------|-----------------------------------------------------|
+| GET/HEAD /                                | the calculator page                                 |
+| GET/HEAD /static/NAME                     | an asset, with ETag (304 on If-None-Match)          |
+| POST /calculate, form `expr=...`          | the page with the result if the client prefers HTML |
+|                                           | by its Accept q-values, else JSON                   |
+| POST /calculate, application/json         | JSON                                                |
+| POST /calculate, text/plain               | the result as text                                  |
+| GET/HEAD /calculate?expr=...              | JSON (text when Accept prefers text/plain)          |
+| GET/HEAD /healthz                         | 200 ok                                              |
+| anything else                             | 404, or 405 with Allow for a known path             |
+
+Malformed client input (no `expr`, bad JSON, a bad percent-escape, a body that is not UTF-8) is a
+400, an unsupported media type a 415, an expression the calculator refuses a 422 carrying
+`{"error": {"kind", "message", "position", "length"}}` (or the page with the error, in HTML mode).
+
+`Routes` is handed its static assets already loaded (`build_assets` / `load_assets`), so it does
+no I/O and every mode shares it. `handle` never raises for client input; an exception from it is a
+bug, which drivers answer with `internal_error_response()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from app.calculator import CalcError, Result, evaluate
+from app.page import render_page
+from app.protocol import Request, Response
+
+__all__ = [
+    "STATIC_DIR",
+    "Asset",
+    "Routes",
+    "build_assets",
+    "internal_error_response",
+    "load_assets",
+    "parse_form",
+]
+
+# Strategy:
+#
+# Dispatch is a dict lookup on the still-encoded path; only /static/ needs a prefix test, and its
+# NAME must match a plain file-name pattern and be a key of the assets mapping, so no request can
+# name anything but a file we loaded at start-up (no "..", no "/", no %-escapes are ever decoded).
+# Each /calculate variant reduces to one `expr` string plus an output mode (html, json, text); one
+# function evaluates and renders for all of them. Client mistakes raise `_Reject` inside and
+# become plain-text 400/415 answers in `handle`.
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+
+# Media types by file suffix; text types say their charset so no browser has to sniff.
+CONTENT_TYPES: Final[Mapping[str, str]] = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+    ".webmanifest": "application/manifest+json",
+    ".woff2": "font/woff2",
+}
+_DEFAULT_TYPE: Final = "application/octet-stream"
+
+# A static NAME: a plain file name, starting with a letter or digit; nothing that a file system
+# or a percent-decoder could read as another path ("..", "/", "\\", "%2e", NUL).
+_ASSET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
+
+_JSON: Final = "application/json"
+_TEXT: Final = "text/plain; charset=utf-8"
+_HTML: Final = "text/html; charset=utf-8"
+_NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
+_NO_STORE: Final = ("Cache-Control", "no-store")
+_VARY: Final = ("Vary", "Accept")
+
+# media-type = type "/" subtype parameters ; parameters = *( OWS ";" OWS [ parameter ] )
+_TOKEN: Final = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_MEDIA_TYPE: Final = re.compile(rf"[ \t]*({_TOKEN})/({_TOKEN})[ \t]*((?:;.*)?)")
+_PARAMETER: Final = re.compile(
+    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*({_TOKEN}|"(?:[^"\\]|\\.)*")[ \t]*'
+)
+_QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
+_UTF8_NAMES: Final = frozenset({"utf-8", "utf8", "us-ascii"})
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """A static file, loaded once: its bytes, media type and strong entity tag."""
+
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def build_assets(files: Mapping[str, bytes]) -> dict[str, Asset]:
+    """Assets keyed by file name (relative to STATIC_DIR), with media type and ETag."""
+    assets: dict[str, Asset] = {}
+    for name, body in files.items():
+        suffix = name[name.rfind(".") :].lower() if "." in name else ""
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        assets[name] = Asset(body, CONTENT_TYPES.get(suffix, _DEFAULT_TYPE), etag)
+    return assets
+
+
+def load_assets(directory: Path = STATIC_DIR) -> dict[str, Asset]:
+    """Read every regular file directly inside `directory` (blocking; for the legacy drivers)."""
+    files = {
+        path.name: path.read_bytes()
+        for path in sorted(directory.iterdir())
+        if path.is_file() and _ASSET_NAME.fullmatch(path.name)
+    }
+    return build_assets(files)
+
+
+def internal_error_response() -> Response:
+    """The generic 500 a driver sends when `Routes.handle` raised (a bug, logged by the driver)."""
+    return Response(
+        500, [("Content-Type", _TEXT), _NOSNIFF], b"500 Internal Server Error\n", close=False
+    )
+
+
+class _Reject(Exception):
+    """A client mistake found while reading a /calculate request."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_form(data: bytes) -> dict[str, list[str]]:
+    """Decode application/x-www-form-urlencoded exactly: "+" is a space, %HH escapes are UTF-8.
+
+    Raises ValueError on a malformed escape or bytes that are not UTF-8.
+    """
+    fields: dict[str, list[str]] = {}
+    for part in data.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        fields.setdefault(_form_unquote(name), []).append(_form_unquote(value))
+    return fields
+
+
+def _form_unquote(data: bytes) -> str:
+    if b"%" in data:
+        if _BAD_ESCAPE.search(data):
+            raise ValueError("malformed percent-escape")
+        data = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), data.replace(b"+", b" "))
+    else:
+        data = data.replace(b"+", b" ")
+    return data.decode("utf-8")  # strict: a UnicodeDecodeError is a ValueError
+
+
+def _media_type(value: str) -> tuple[str, dict[str, str]]:
+    """("type/subtype" lower-cased, {param: value}) or raise _Reject(415)."""
+    m = _MEDIA_TYPE.fullmatch(value)
+    if m is None:
+        raise _Reject(415, "malformed Content-Type")
+    params: dict[str, str] = {}
+    for item in m.group(3).split(";")[1:]:
+        if not item.strip(" \t"):
+            continue
+        p = _PARAMETER.fullmatch(item)
+        if p is None:
+            raise _Reject(415, "malformed Content-Type parameter")
+        raw = p.group(2)
+        if raw.startswith('"'):
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params[p.group(1).lower()] = raw
+    return f"{m.group(1)}/{m.group(2)}".lower(), params
+
+
+def _accept_quality(accept: str | None, media: str) -> float:
+    """The q-value `accept` gives `media` (RFC 9110 12.5.1: the most specific range wins)."""
+    if accept is None:
+        return 1.0
+    kind = media.split("/", 1)[0]
+    best_rank = -1
+    best_q = 0.0
+    for item in accept.split(","):
+        item_media, params = _parse_accept_item(item)
+        if item_media is None:
+            continue
+        if item_media == media:
+            rank = 2
+        elif item_media == f"{kind}/*":
+            rank = 1
+        elif item_media == "*/*":
+            rank = 0
+        else:
+            continue
+        if rank > best_rank:
+            best_rank = rank
+            q = params.get("q", "1")
+            best_q = float(q) if _QVALUE.fullmatch(q) else 0.0
+    return best_q
+
+
+def _parse_accept_item(item: str) -> tuple[str | None, dict[str, str]]:
+    if not item.strip(" \t"):
+        return None, {}
+    try:
+        return _media_type(item)
+    except _Reject:
+        return None, {}
+
+
+def _prefers(accept: str | None, media: str, over: str) -> bool:
+    """True when `accept` rates `media` strictly above `over`."""
+    return _accept_quality(accept, media) > _accept_quality(accept, over)
+
+
+def _check_charset(params: Mapping[str, str]) -> None:
+    charset = params.get("charset")
+    if charset is not None and charset.lower() not in _UTF8_NAMES:
+        raise _Reject(415, f"unsupported charset {charset!r} (use utf-8)")
+
+
+def _text_response(status: int, text: str, *extra: tuple[str, str]) -> Response:
+    return Response(status, [("Content-Type", _TEXT), _NOSNIFF, *extra], text.encode("utf-8"))
+
+
+def _json_response(status: int, value: object) -> Response:
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(status, [("Content-Type", _JSON), _NOSNIFF, _NO_STORE, _VARY], body + b"\n")
+
+
+class Routes:
+    """The calculator's request handler over a fixed set of static assets.
+
+    Callers use `handle(request) -> Response`; it does no I/O and never raises for client input.
+    """
+
+    def __init__(self, assets: Mapping[str, Asset]) -> None:
+        self.assets = dict(assets)
+        index = self.assets.get("index.html")
+        self._template = index.body.decode("utf-8") if index is not None else None
+        self._exact: dict[str, tuple[frozenset[str], Callable[[Request], Response]]] = {
+            "/": (frozenset({"GET", "HEAD"}), self._page),
+            "/calculate": (frozenset({"GET", "HEAD", "POST"}), self._calculate),
+            "/healthz": (frozenset({"GET", "HEAD"}), self._healthz),
+        }
+
+    def handle(self, request: Request) -> Response:
+        """The response to `request`."""
+        path = request.path
+        route = self._exact.get(path)
+        if route is not None:
+            methods, handler = route
+            if request.method not in methods:
+                return _method_not_allowed(methods)
+            try:
+                return handler(request)
+            except _Reject as reject:
+                return _text_response(reject.status, f"{reject.status} {reject.message}\n")
+        if path.startswith("/static/"):
+            asset = self.assets.get(path[8:])
+            if asset is not None and _ASSET_NAME.fullmatch(path[8:]):
+                if request.method not in ("GET", "HEAD"):
+                    return _method_not_allowed(frozenset({"GET", "HEAD"}))
+                return _static(request, asset)
+        return _text_response(404, "404 Not Found\n")
+
+    # --- handlers ---
+
+    def _healthz(self, request: Request) -> Response:
+        return _text_response(200, "ok", ("Cache-Control", "no-store"))
+
+    def _page(self, request: Request) -> Response:
+        return self._render(200, "")
+
+    def _render(
+        self, status: int, expr: str, result: Result | None = None, error: CalcError | None = None
+    ) -> Response:
+        if self._template is None:  # a deployment without index.html: say so, do not crash
+            raise RuntimeError("static asset index.html is missing")
+        body = render_page(self._template, expr=expr, result=result, error=error)
+        return Response(
+            status,
+            [("Content-Type", _HTML), _NOSNIFF, ("Cache-Control", "no-cache"), _VARY],
+            body,
+        )
+
+    def _calculate(self, request: Request) -> Response:
+        accept = request.header("accept")
+        if request.method != "POST":
+            values = _form_values(request.query.encode("latin-1"))
+            mode = "text" if _prefers(accept, "text/plain", _JSON) else "json"
+            return self._answer(values, mode)
+        content_type = request.header("content-type")
+        if content_type is None:
+            raise _Reject(415, "POST /calculate needs a Content-Type")
+        media, params = _media_type(content_type)
+        if media == "application/x-www-form-urlencoded":
+            _check_charset(params)
+            mode = "html" if _prefers(accept, "text/html", _JSON) else "json"
+            return self._answer(_form_values(request.body), mode)
+        if media == _JSON:
+            _check_charset(params)
+            return self._answer(_json_expr(request.body), "json")
+        if media == "text/plain":
+            _check_charset(params)
+            try:
+                expr = request.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Reject(400, "body is not UTF-8") from None
+            return self._answer(expr, "text")
+        raise _Reject(415, f"unsupported media type {media} (use form, JSON or text/plain)")
+
+    def _answer(self, expr: str, mode: str) -> Response:
+        try:
+            result = evaluate(expr)
+        except CalcError as error:
+            if mode == "html":
+                return self._render(422, expr, error=error)
+            if mode == "text":
+                return _text_response(
+                    422, f"error: {error.kind}: {error.message} (at {error.position})\n", _VARY
+                )
+            return _json_response(422, {"error": error.to_json()})
+        if mode == "html":
+            return self._render(200, expr, result=result)
+        if mode == "text":
+            return _text_response(200, result.display + "\n", _NO_STORE, _VARY)
+        return _json_response(200, result.to_json())
+
+
+def _form_values(data: bytes) -> str:
+    try:
+        fields = parse_form(data)
+    except ValueError as exc:
+        raise _Reject(400, f"bad form encoding: {exc}") from None
+    values = fields.get("expr")
+    if not values:
+        raise _Reject(400, "missing expr")
+    return values[0]
+
+
+def _json_expr(body: bytes) -> str:
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the C stack
+        raise _Reject(400, "body is not valid UTF-8 JSON") from None
+    if not isinstance(value, dict) or not isinstance(value.get("expr"), str):
+        raise _Reject(400, 'JSON body must be an object with a string "expr"')
+    expr: str = value["expr"]
+    return expr
+
+
+def _method_not_allowed(methods: frozenset[str]) -> Response:
+    allow = ", ".join(m for m in ("GET", "HEAD", "POST") if m in methods)
+    return _text_response(405, "405 Method Not Allowed\n", ("Allow", allow))
+
+
+def _static(request: Request, asset: Asset) -> Response:
+    headers = [
+        ("Content-Type", asset.content_type),
+        _NOSNIFF,
+        ("ETag", asset.etag),
+        ("Cache-Control", "no-cache"),
+    ]
+    if_none_match = request.header("if-none-match")
+    if if_none_match is not None and _etag_matches(if_none_match, asset.etag):
+        return Response(304, headers)
+    return Response(200, headers, asset.body)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ prefixes are ignored."""
+    for candidate in header.split(","):
+        candidate = candidate.strip(" \t")
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
