@@ -41,6 +41,7 @@ import importlib.util
 import json
 import os
 import platform
+import random
 import resource
 import select
 import shlex
@@ -97,6 +98,7 @@ STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 CLIENT_TIMEOUT = 5.0  # wrk --timeout: a response slower than this counts as a timeout error
 IDLE_KEEPALIVE = "600"  # seconds; servers must not reap the idle connections mid-measurement
 IDLE_OPEN_DEADLINE = 120.0  # seconds for the holder to open all its connections
+CORPUS_SIZE = 1200  # distinct expressions per run: far more than any sensible answer cache
 FRESH_SAMPLES = 50  # fresh-client requests measured while the idle connections are held
 STDERR_CAP = 20 * 1024 * 1024  # a server log past this is truncated between runs
 
@@ -145,11 +147,13 @@ class Children:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.history: list[int] = []  # every pid ever started, for the record (and the tests)
 
     def spawn(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(list(argv), cwd=ROOT, env=env, preexec_fn=_child_setup, **kwargs)
         self.procs.append(proc)
+        self.history.append(proc.pid)
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int | None:
@@ -474,9 +478,7 @@ def run_load(
     except subprocess.TimeoutExpired:
         children.stop(proc)
         return {"error": "load client did not finish in time"}
-    finally:
-        if proc in children.procs:
-            children.procs.remove(proc)
+    children.procs.remove(proc)  # finished and reaped (on Ctrl-C it stays, for stop_all)
     if not server.alive():
         return {"error": f"server died during the run (status {server.proc.returncode})"}
     cpu = cpu_seconds(server.pid) - cpu_before
@@ -667,23 +669,32 @@ def parse_matrix(text: str) -> Matrix:
     return Matrix(load, idle)
 
 
-def check_corpus() -> tuple[list[str], list[str]]:
-    """Form bodies of the candidates the calculator accepts; and the ones it rejects."""
+def check_corpus(size: int = CORPUS_SIZE) -> tuple[list[str], list[str]]:
+    """Form bodies for the load: the candidates the calculator accepts, then seeded variants
+    (`EXPR+N`) up to `size`, so no answer cache can serve the benchmark from memory; and the
+    candidates it rejects."""
     sys.path.insert(0, str(ROOT))
     try:
         from app.calculator import CalcError, evaluate
-    except ImportError:
+    except ImportError:  # no calculator to check against: the servers' answers are verified
         return [urlencode({"expr": e}) for e in CORPUS_CANDIDATES], []
-    kept: list[str] = []
-    dropped: list[str] = []
-    for expr in CORPUS_CANDIDATES:
+
+    def accepted(expr: str) -> bool:
         try:
             evaluate(expr)
         except CalcError:
-            dropped.append(expr)
-        else:
-            kept.append(urlencode({"expr": expr}))
-    return kept, dropped
+            return False
+        return True
+
+    kept = [e for e in CORPUS_CANDIDATES if accepted(e)]
+    dropped = [e for e in CORPUS_CANDIDATES if e not in kept]
+    rng = random.Random(8)  # issue 8; fixed so every run and every server gets the same corpus
+    variants: list[str] = []
+    while kept and len(kept) + len(variants) < size:
+        expr = f"{rng.choice(kept)}+{rng.randint(1, 999_999)}"
+        if accepted(expr):
+            variants.append(expr)
+    return [urlencode({"expr": e}) for e in kept + variants], dropped
 
 
 def choose_client(wanted: str, core: int | None) -> LoadClient:
@@ -711,7 +722,7 @@ def server_specs(
     skipped: dict[str, str] = {}
     for mode in modes:
         module = MODES[mode]
-        if importlib.util.find_spec(module) is None:
+        if not _importable(module):
             skipped[mode] = f"module {module} not found"
             say(f"skipping mode {mode}: module {module} not found")
             continue
@@ -725,7 +736,7 @@ def server_specs(
         specs.append(ServerSpec(mode, "mode", argv, idle_args))
     for peer in peers:
         script, needs = PEERS[peer]
-        missing = [m for m in needs if importlib.util.find_spec(m) is None]
+        missing = [m for m in needs if not _importable(m)]
         if missing:
             reason = f"not installed: {', '.join(missing)} (pip install -e '.[bench]')"
             skipped[peer] = reason
@@ -733,6 +744,13 @@ def server_specs(
             continue
         specs.append(ServerSpec(peer, "peer", [sys.executable, str(PEERS_DIR / script)]))
     return specs, skipped
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a broken install
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -956,8 +974,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Load generator: {meta['client']}. Each figure is the median of {meta['runs']} "
         f"run{'s' if meta['runs'] > 1 else ''} of "
         f"{meta['duration']:g} s; the [min–max] spread follows when runs differ.",
-        f"POST bodies cycle through {meta['corpus_size']} form-encoded expressions "
-        "(`scripts/bench.py`, CORPUS_CANDIDATES); the raw peer answers a constant response.",
+        f"POST bodies cycle through {meta['corpus_size']:,} distinct form-encoded expressions "
+        "(CORPUS_CANDIDATES in `scripts/bench.py` and seeded `EXPR+N` variants); the raw peer "
+        "answers a constant response.",
         "",
     ]
     if meta["client_kind"] != "wrk":
@@ -1474,6 +1493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             children.stop_all()
     results["meta"]["elapsed_s"] = round(time.time() - started, 1)
+    results["meta"]["child_pids"] = children.history
     results["meta"]["load_average_end"] = os.getloadavg()
     busy = max(results["meta"]["load_average_start"][0], results["meta"]["load_average_end"][0])
     if busy > 1.5:
@@ -1525,7 +1545,7 @@ def _load_phase(
         display.status(f"starting {spec.name}")
         try:
             server = start_server(children, spec, server_core, workdir)
-            check = verify(server, corpus)
+            check = verify(server, corpus[:60])
         except (StartError, OSError, ValueError) as exc:
             failed[spec.name] = str(exc)
             display.say(f"{spec.name}: cannot benchmark: {exc}")
