@@ -1400,7 +1400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     early_say(
         f"{len(specs)} servers, {len(matrix.load)} load points, {len(matrix.idle)} idle points,"
-        f" {runs} run(s) each; roughly {estimate / 60:.0f} min; client {client.version}"
+        f" {runs} run(s) each; roughly {estimate / 60:.1f} min; client {client.version}"
     )
 
     started = time.time()

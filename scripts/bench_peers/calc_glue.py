@@ -13,6 +13,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import common  # noqa: F401  (puts the project root on sys.path)
+
 from app.calculator import CalcError, evaluate
 
 JSON_TYPE = "application/json"
@@ -31,20 +32,24 @@ def calculate_form(body: bytes) -> tuple[int, bytes]:
     try:
         result = evaluate(values[0])
     except CalcError as err:
-        return 422, json.dumps({"error": err.to_json()}).encode()
-    return 200, json.dumps(result.to_json()).encode()
+        return 422, _json({"error": err.to_json()})
+    return 200, _json(result.to_json())
 
 
 def _error(kind: str, message: str) -> bytes:
-    return json.dumps({"error": {"kind": kind, "message": message}}).encode()
+    return _json({"error": {"kind": kind, "message": message}})
+
+
+def _json(value: object) -> bytes:
+    # The same serialisation as app/routes.py, so every server sends the same bytes.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def page_renderer() -> Callable[[], bytes]:
     """Return a function producing the `GET /` page the way our routes do."""
     try:
-        from app.routes import load_assets
-
         from app.page import render_page
+        from app.routes import load_assets
     except ImportError:  # the page helper's code is not there yet: a constant stand-in
         constant = b"<!doctype html><title>calculator</title><form method=post></form>\n"
         return lambda: constant

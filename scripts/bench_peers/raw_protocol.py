@@ -13,7 +13,7 @@ from typing import cast
 
 from common import BACKLOG, announce, on_exit_signals, parse_args
 
-BODY = b'{"expr": "1+2", "result": "3", "exact": true, "fraction": null}'
+BODY = b'{"expr":"1+2","result":"3","exact":true,"fraction":null}\n'
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
     + str(len(BODY)).encode()
