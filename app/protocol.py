@@ -696,11 +696,17 @@ class Connection:
 # --- serialising ----------------------------------------------------------------------------------
 
 
+# RFC 9110 renamed a few reasons that Python 3.11's http.HTTPStatus still spells the old way.
+_REASONS: Final = {413: "Content Too Large", 414: "URI Too Long", 422: "Unprocessable Content"}
+
+
 def _status_line(status: int) -> str:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
+    reason = _REASONS.get(status)
+    if reason is None:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
     return f"HTTP/1.1 {status} {reason}\r\n"
 
 
