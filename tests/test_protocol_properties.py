@@ -58,8 +58,10 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 tokens = st.text(alphabet=TCHAR, min_size=1, max_size=12)
 names = tokens.filter(
-    lambda n: n.lower()
-    not in {"host", "content-length", "transfer-encoding", "connection", "expect", "te"}
+    lambda n: (
+        n.lower()
+        not in {"host", "content-length", "transfer-encoding", "connection", "expect", "te"}
+    )
 )
 value_chars = st.sampled_from([chr(c) for c in range(0x21, 0x7F)])
 values = st.builds(
