@@ -1,0 +1,239 @@
+"""Routes.handle over real Request values, parsed from bytes by the protocol core."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.protocol import Connection, Request, Response, render
+from app.routes import STATIC_DIR, Routes, build_assets, load_assets, parse_form
+
+ROUTES = Routes(load_assets())
+FORM = "application/x-www-form-urlencoded"
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def request(method: str, target: str, body: bytes = b"", **headers: str) -> Request:
+    lines = [f"{method} {target} HTTP/1.1", "Host: test"]
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    conn = Connection()
+    conn.receive_data("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+    event = conn.next_event()
+    assert isinstance(event, Request)
+    return event
+
+
+def handle(method: str, target: str, body: bytes = b"", **headers: str) -> Response:
+    return ROUTES.handle(request(method, target, body, **headers))
+
+
+def header(resp: Response, name: str) -> str | None:
+    return next((v for k, v in resp.headers if k.lower() == name.lower()), None)
+
+
+def as_json(resp: Response) -> object:
+    assert header(resp, "content-type") == "application/json"
+    return json.loads(resp.body)
+
+
+# --- page, health, static ---
+
+
+def test_page() -> None:
+    resp = handle("GET", "/")
+    assert resp.status == 200 and header(resp, "content-type") == "text/html; charset=utf-8"
+    assert b"<form" in resp.body and b"{{" not in resp.body
+
+
+def test_head_page_has_same_length_and_no_body_on_the_wire() -> None:
+    req = request("HEAD", "/")
+    resp = ROUTES.handle(req)
+    wire = render(req, resp)
+    assert wire.endswith(b"\r\n\r\n") and f"Content-Length: {len(resp.body)}".encode() in wire
+
+
+def test_healthz() -> None:
+    resp = handle("GET", "/healthz")
+    assert (resp.status, resp.body) == (200, b"ok")
+
+
+def test_static_asset_with_etag_and_304() -> None:
+    resp = handle("GET", "/static/app.css")
+    assert resp.status == 200 and header(resp, "content-type") == "text/css; charset=utf-8"
+    assert resp.body == (STATIC_DIR / "app.css").read_bytes()
+    etag = header(resp, "etag")
+    assert etag is not None and etag.startswith('"') and len(etag) == 18
+    assert header(resp, "cache-control") == "no-cache"
+    again = handle("GET", "/static/app.css", If_None_Match=f'W/"nope", {etag}')
+    assert again.status == 304 and again.body == b"" and header(again, "etag") == etag
+    assert handle("GET", "/static/app.css", If_None_Match='"other"').status == 200
+    assert handle("GET", "/static/app.css", If_None_Match="*").status == 304
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/static/../pyproject.toml",
+        "/static/%2e%2e/routes.py",
+        "/static/..%2fprotocol.py",
+        "/static/.hidden",
+        "/static/",
+        "/static//etc/passwd",
+        "/static/app.css/",
+        "/static/app.css%00",
+        "/static/..\\app.css",
+        "/static/nope.js",
+        "/nope",
+        "/calculate/",
+        "/STATIC/app.css",
+    ],
+)
+def test_unknown_and_traversal_paths_are_404(target: str) -> None:
+    assert handle("GET", target).status == 404
+
+
+def test_build_assets_types_and_etags() -> None:
+    assets = build_assets({"a.js": b"x", "b.svg": b"<svg/>", "c.bin": b"\0", "index.html": b"h"})
+    assert assets["a.js"].content_type == "text/javascript; charset=utf-8"
+    assert assets["b.svg"].content_type == "image/svg+xml"
+    assert assets["c.bin"].content_type == "application/octet-stream"
+    assert assets["a.js"].etag != assets["c.bin"].etag
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "allow"),
+    [
+        ("POST", "/", "GET, HEAD"),
+        ("DELETE", "/calculate", "GET, HEAD, POST"),
+        ("PUT", "/healthz", "GET, HEAD"),
+        ("POST", "/static/app.css", "GET, HEAD"),
+        ("OPTIONS", "/", "GET, HEAD"),
+    ],
+)
+def test_known_path_wrong_method_is_405(method: str, target: str, allow: str) -> None:
+    resp = handle(method, target)
+    assert resp.status == 405 and header(resp, "allow") == allow
+
+
+# --- /calculate ---
+
+
+def test_get_calculate_json_and_text() -> None:
+    resp = handle("GET", "/calculate?expr=1%2F3")
+    assert resp.status == 200
+    body = as_json(resp)
+    assert isinstance(body, dict) and body["expr"] == "1/3" and body["fraction"] == "1/3"
+    text = handle("GET", "/calculate?expr=1%2B2", Accept="text/plain")
+    assert (text.status, text.body) == (200, b"3\n")
+    assert handle("GET", "/calculate?expr=2", Accept="text/plain;q=0.5, */*").status == 200
+    assert (
+        header(handle("GET", "/calculate?expr=2", Accept="text/plain;q=0.5, */*"), "content-type")
+        == "application/json"
+    )
+
+
+def test_form_post_prefers_html_for_browsers_and_json_otherwise() -> None:
+    html = handle("POST", "/calculate", b"expr=1+%2B+2", Content_Type=FORM, Accept=BROWSER_ACCEPT)
+    assert html.status == 200 and header(html, "content-type") == "text/html; charset=utf-8"
+    assert b"3" in html.body and b'value="1 + 2"' in html.body
+    api = handle("POST", "/calculate", b"expr=1+%2B+2", Content_Type=FORM, Accept="*/*")
+    assert as_json(api) == {"expr": "1 + 2", "result": "3", "exact": True, "fraction": None}
+    plain = handle("POST", "/calculate", b"expr=2*3", Content_Type=FORM)
+    assert isinstance(as_json(plain), dict)
+
+
+def test_form_error_in_html_mode_is_422_page() -> None:
+    resp = handle("POST", "/calculate", b"expr=1%2F0", Content_Type=FORM, Accept="text/html")
+    assert resp.status == 422 and header(resp, "content-type") == "text/html; charset=utf-8"
+    assert b"error" in resp.body
+
+
+def test_json_post_with_charset() -> None:
+    resp = handle(
+        "POST", "/calculate", b'{"expr": "2^10"}', Content_Type="application/json; charset=UTF-8"
+    )
+    assert resp.status == 200
+    body = as_json(resp)
+    assert isinstance(body, dict) and body["result"] == "1024"
+
+
+def test_text_post() -> None:
+    resp = handle("POST", "/calculate", b"6*7", Content_Type="text/plain; charset=utf-8")
+    assert (resp.status, resp.body) == (200, b"42\n")
+
+
+def test_calculator_error_is_422_with_position() -> None:
+    resp = handle("POST", "/calculate", b'{"expr": "1 + sqr(2)"}', Content_Type="application/json")
+    assert resp.status == 422
+    body = as_json(resp)
+    assert isinstance(body, dict)
+    err = body["error"]
+    assert err["kind"] == "unknown_name" and err["position"] == 4 and err["length"] >= 1
+    assert isinstance(err["message"], str)
+    text = handle("POST", "/calculate", b"1/0", Content_Type="text/plain")
+    assert text.status == 422 and text.body.startswith(b"error: division_by_zero")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"expr=1%2", FORM, 400),
+        (b"expr=%zz", FORM, 400),
+        (b"expr=%ff", FORM, 400),  # not UTF-8
+        (b"x=1", FORM, 400),
+        (b"", FORM, 400),
+        (b"{not json", "application/json", 400),
+        (b"[1, 2]", "application/json", 400),
+        (b'{"expr": 12}', "application/json", 400),
+        (b"[" * 100_000, "application/json", 400),
+        (b"\xff", "application/json", 400),
+        (b"\xff", "text/plain", 400),
+        (b"1+1", "application/xml", 415),
+        (b"1+1", "text/plain; charset=latin-1", 415),
+        (b"1+1", "not a media type", 415),
+        (b"1+1", "multipart/form-data; boundary=x", 415),
+    ],
+)
+def test_malformed_calculate_requests(body: bytes, content_type: str, status: int) -> None:
+    assert handle("POST", "/calculate", body, Content_Type=content_type).status == status
+
+
+def test_post_without_content_type_is_415() -> None:
+    assert handle("POST", "/calculate", b"1+1").status == 415
+
+
+def test_get_without_expr_or_bad_escape_is_400() -> None:
+    assert handle("GET", "/calculate").status == 400
+    assert handle("GET", "/calculate?expr=%G1").status == 400
+
+
+def test_html_escaping_of_echoed_expression() -> None:
+    resp = handle("POST", "/calculate", b"expr=%3Cscript%3E", Content_Type=FORM, Accept="text/html")
+    assert resp.status == 422 and b"<script>" not in resp.body and b"&lt;script&gt;" in resp.body
+
+
+# --- form decoding ---
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"expr=1+2", {"expr": ["1 2"]}),
+        (b"expr=1%2B2", {"expr": ["1+2"]}),
+        (b"a=1&&a=2&b", {"a": ["1", "2"], "b": [""]}),
+        (b"expr=%E2%88%9A2", {"expr": ["\u221a2"]}),
+        (b"e%78pr=x%3Dy", {"expr": ["x=y"]}),
+        (b"", {}),
+    ],
+)
+def test_parse_form(data: bytes, expected: dict[str, list[str]]) -> None:
+    assert parse_form(data) == expected
+
+
+@pytest.mark.parametrize("data", [b"a=%", b"a=%4", b"a=%4g", b"a=%C3", b"a=\xff"])
+def test_parse_form_rejects_bad_escapes(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_form(data)
