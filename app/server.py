@@ -1,0 +1,623 @@
+"""The production mode: `asyncio.start_server` streams over the shared sans-IO HTTP/1.1 core.
+
+Model: one event loop (uvloop when importable), one task per connection. A waiting connection is
+a suspended coroutine plus a transport, a few KB, so ten thousand idle keep-alive clients cost
+tens of MB and no threads. Everything HTTP is in `app.protocol`; everything the calculator
+answers is in `app.routes`; this module only moves bytes, owns time and limits, and shuts down
+politely. Where it breaks: one core per process (run several with a supervisor), and a handler
+that computes for long stalls every client of that process.
+
+Strategy (the hot path, per connection):
+- Read up to 64 KiB, feed it to `Connection`, answer every request the chunk completes, and
+  write the joined responses once. Drain only when the transport's buffer passes its high-water
+  mark, and never read again before that drain returns: a client that pipelines thousands of
+  requests and reads nothing fills its socket buffers and stalls itself, while our memory stays
+  bounded by the reader limit plus the high-water mark plus one response.
+- Time: one deadline (a float) per connection and one `TimerHandle` that re-arms itself when it
+  fires early. A request only moves the float forward; no timer object is created per request.
+  When a deadline passes, the timer cancels the connection's task and the task decides by phase:
+  idle -> close quietly; partial head or body -> 408 and close; unread output -> abort.
+- Shutdown (SIGTERM/SIGINT or the injected event): stop accepting, close idle connections,
+  mark the rest so their next response carries `Connection: close`, wait up to
+  --graceful-timeout for them, then abort what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+import aiofiles
+import aiofiles.os
+
+from app.accesslog import AccessLog
+from app.config import Config
+from app.protocol import (
+    CLOSED,
+    CONTINUE_BYTES,
+    NEED_DATA,
+    Connection,
+    Phase,
+    ProtocolError,
+    Request,
+    Response,
+    error_response,
+    http_date,
+    render,
+)
+from app.routes import STATIC_DIR, Asset, Routes, build_assets, internal_error_response
+
+log = logging.getLogger("calcserve")
+
+# 64 KiB reads: the size of a loopback socket's default receive window and uvloop's own read
+# buffer; big enough that a pipelining client's requests arrive in a handful of reads.
+READ_SIZE: Final = 64 * 1024
+# StreamReader limit: it stops reading the socket once it buffers 2x this, which is what pushes
+# back on a client that floods us while we wait for it to read our output.
+READER_LIMIT: Final = 64 * 1024
+# Output high-water mark: drain (and stop reading) above it. 64 KiB is asyncio's default too;
+# it is also the point at which a batch of pipelined responses is flushed mid-chunk.
+WRITE_HIGH_WATER: Final = 64 * 1024
+# After an error response we half-close and discard input for a moment before closing, so the
+# client reads our answer instead of a reset (nginx: lingering_timeout 5 s, lingering_time 30 s).
+LINGER_SECONDS: Final = 2.0
+LINGER_BYTES: Final = 1024 * 1024
+# File descriptors kept for the listening socket, logs, asset files and the loop itself.
+FD_RESERVE: Final = 64
+# Out of descriptors, asyncio's accept loop logs a traceback per attempt (up to backlog of them
+# per second, CPython 3.11): log it at most this often, with a count, so logging cannot spin.
+ACCEPT_ERROR_LOG_INTERVAL: Final = 10.0
+# The stdlib loop accepts up to `backlog` connections per readiness event and, on EMFILE, retries
+# that many times a second; it gets asyncio's own default batch while the kernel queue keeps
+# --backlog. (uvloop accepts until EAGAIN and sheds on EMFILE, so it gets --backlog as is.)
+STDLIB_ACCEPT_BATCH: Final = 100
+
+
+class _Wait(enum.Enum):
+    """What a connection's task is suspended on; the timer's verdict depends on it."""
+
+    BUSY = "busy"
+    READING = "reading"
+    WRITING = "writing"
+    LINGERING = "lingering"
+
+
+class _Interrupt(enum.Enum):
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"  # idle at shutdown: close quietly
+    ABORT = "abort"  # graceful period over, or forced exit
+
+
+ReadyCallback = Callable[[str, int], None]
+
+# Over --max-connections: answered before reading anything, then closed.
+_REFUSAL: Final = Response(
+    503,
+    [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")],
+    b"503 Service Unavailable: too many connections\n",
+    close=True,
+)
+
+
+async def load_static_assets(directory: Path = STATIC_DIR) -> dict[str, Asset]:
+    """Read every regular file directly in `directory` with aiofiles (off the event loop)."""
+    names = await aiofiles.os.listdir(directory)
+
+    async def read(name: str) -> tuple[str, bytes] | None:
+        path = directory / name
+        if not await aiofiles.os.path.isfile(path):
+            return None
+        async with aiofiles.open(path, "rb") as f:
+            return name, await f.read()
+
+    found = await asyncio.gather(*(read(name) for name in sorted(names)))
+    return build_assets(dict(item for item in found if item is not None))
+
+
+class _AcceptErrorFilter:
+    """A loop exception handler that rate-limits "accept() out of system resource" reports.
+
+    Both loops back off on EMFILE by themselves (asyncio retries accept after 1 s, libuv sheds
+    the connection with its reserve descriptor); only the reporting needs bounding.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.suppressed = 0
+        self.last = -ACCEPT_ERROR_LOG_INTERVAL
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if "out of system resource" not in str(context.get("message", "")):
+            loop.default_exception_handler(context)
+            return
+        now = loop.time()
+        if now - self.last < ACCEPT_ERROR_LOG_INTERVAL:
+            self.suppressed += 1
+            return
+        exc = context.get("exception")
+        log.error("accept() failed: %s; new connections wait in the backlog (%d similar "
+                  "errors suppressed)", exc, self.suppressed)
+        self.last = now
+        self.suppressed = 0
+
+
+class _Server:
+    """State shared by all connections of one listening server."""
+
+    def __init__(self, config: Config, routes: Routes, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.routes = routes
+        self.loop = loop
+        self.clients: set[_Client] = set()
+        self.draining = False
+        self.all_closed = asyncio.Event()
+        self.date = b""
+        self.access = AccessLog("common", schedule=loop.call_soon) if config.access_log else None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick()
+
+    def _tick(self) -> None:
+        """Refresh the cached Date header on each wall-clock second."""
+        now = time.time()
+        self.date = http_date(now)
+        delay = 1.0 - (now % 1.0) + 0.001
+        self._tick_handle = self.loop.call_at(self.loop.time() + delay, self._tick)
+
+    def close(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self.access is not None:
+            self.access.flush()
+
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """`start_server`'s callback: one call (in its own task) per accepted connection."""
+        if len(self.clients) >= self.config.max_connections or self.draining:
+            await _refuse(reader, writer, render(None, _REFUSAL, date=self.date))
+            return
+        client = _Client(self, reader, writer)
+        self.clients.add(client)
+        try:
+            await client.run()
+        finally:
+            self.clients.discard(client)
+            if self.draining and not self.clients:
+                self.all_closed.set()
+
+    def begin_drain(self) -> None:
+        """Stop reusing connections: idle ones close now, busy ones after their response."""
+        self.draining = True
+        for client in list(self.clients):
+            client.on_drain()
+        if not self.clients:
+            self.all_closed.set()
+
+    def abort_all(self) -> None:
+        for client in list(self.clients):
+            client.interrupt(_Interrupt.ABORT)
+
+
+async def _refuse(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response: bytes
+) -> None:
+    """Answer 503 without reading the request, then close politely (never hang: bounded)."""
+    try:
+        writer.write(response)
+        async with asyncio.timeout(LINGER_SECONDS / 2):
+            await _linger(reader, writer)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.transport.abort() if writer.transport.is_closing() else writer.close()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close after our last response and discard input until EOF (bounded by the caller)."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    discarded = 0
+    while discarded < LINGER_BYTES:
+        data = await reader.read(READ_SIZE)
+        if not data:
+            break
+        discarded += len(data)
+
+
+class _Client:
+    """One accepted connection: its protocol state, its deadline, and its task."""
+
+    __slots__ = (
+        "_interrupt",
+        "conn",
+        "deadline",
+        "peer",
+        "reader",
+        "server",
+        "task",
+        "timer",
+        "timer_when",
+        "transport",
+        "waiting",
+        "writer",
+    )
+
+    def __init__(
+        self, server: _Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.transport = writer.transport
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.conn = Connection()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.waiting = _Wait.BUSY
+        self._interrupt: _Interrupt | None = None
+        self.peer = _peer_host(writer) if server.config.access_log else "-"
+        # A fresh connection must send its first head within the header timeout.
+        loop = server.loop
+        self.deadline = loop.time() + server.config.header_timeout
+        self.timer_when = self.deadline
+        self.timer: asyncio.TimerHandle | None = loop.call_at(self.deadline, self._on_timer)
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def _set_deadline(self, deadline: float) -> None:
+        """Move the deadline; the timer is only rescheduled when the deadline moves earlier."""
+        self.deadline = deadline
+        if deadline < self.timer_when:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_when = deadline
+            self.timer = self.server.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        loop = self.server.loop
+        if loop.time() < self.deadline:  # the deadline moved on since we were scheduled
+            self.timer_when = self.deadline
+            self.timer = loop.call_at(self.deadline, self._on_timer)
+            return
+        self.timer = None
+        self.timer_when = float("inf")
+        self.interrupt(_Interrupt.TIMEOUT)
+
+    def interrupt(self, why: _Interrupt) -> None:
+        if self._interrupt is not None and why is not _Interrupt.ABORT:
+            return
+        self._interrupt = why
+        self.task.cancel()
+
+    def on_drain(self) -> None:
+        if self.waiting is _Wait.READING and self.conn.phase is Phase.IDLE:
+            self.interrupt(_Interrupt.SHUTDOWN)
+
+    def _take_interrupt(self) -> _Interrupt:
+        """Called in an `except CancelledError`: ours to handle, or re-raise if it is not."""
+        why = self._interrupt
+        if why is None:
+            raise asyncio.CancelledError
+        self._interrupt = None
+        self.task.uncancel()
+        return why
+
+    # -- the connection loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        linger = False
+        try:
+            linger = await self._serve()
+            if linger:
+                await self._linger()
+        except asyncio.CancelledError:
+            if self._take_interrupt() is _Interrupt.ABORT:
+                self.transport.abort()
+        except OSError:  # reset by peer, broken pipe: nothing left to say
+            self.transport.abort()
+        except Exception:
+            log.exception("connection handler failed; closing the connection")
+            self.transport.abort()
+        finally:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    async def _serve(self) -> bool:
+        """Answer requests until the connection must close; True when it should linger."""
+        server = self.server
+        config = server.config
+        loop = server.loop
+        conn = self.conn
+        reader = self.reader
+        writer = self.writer
+        transport = self.transport
+        handle = server.routes.handle
+        access = server.access
+        started = 0.0
+        keepalive_timeout = config.keepalive_timeout
+        header_timeout = config.header_timeout
+        body_timeout = config.body_timeout
+        phase = Phase.IDLE
+        while True:
+            self.waiting = _Wait.READING
+            try:
+                data = await reader.read(READ_SIZE)
+            except asyncio.CancelledError:
+                why = self._take_interrupt()
+                self.waiting = _Wait.BUSY
+                if why is _Interrupt.TIMEOUT and conn.phase in (Phase.HEAD, Phase.BODY):
+                    which = "head" if conn.phase is Phase.HEAD else "body"
+                    limit = header_timeout if which == "head" else body_timeout
+                    err = ProtocolError(f"request {which} not received within {limit:g} s", 408)
+                    writer.write(conn.send(None, error_response(err)))
+                    return True
+                if why is _Interrupt.ABORT:
+                    transport.abort()
+                return False
+            self.waiting = _Wait.BUSY
+            if access is not None:
+                started = loop.time()
+            conn.receive_data(data)
+            out: list[bytes] = []
+            size = 0
+            answered = False
+            closing = False
+            linger = False
+            while True:
+                try:
+                    event = conn.next_event()
+                except ProtocolError as err:
+                    out.append(conn.send(None, error_response(err)))
+                    closing = linger = True
+                    break
+                if type(event) is Request:
+                    try:
+                        response = handle(event)
+                    except Exception:
+                        log.exception("handler failed for %s %s", event.method, event.target)
+                        response = internal_error_response()
+                    if server.draining and not response.close:
+                        response = dataclasses.replace(response, close=True)
+                    answer = conn.send(event, response, date=server.date)
+                    out.append(answer)
+                    answered = True
+                    if access is not None:
+                        access.log(
+                            self.peer, event.method, event.target, event.version,
+                            response.status, 0 if event.method == "HEAD" else len(response.body),
+                            loop.time() - started, event.header("user-agent"),
+                        )
+                    size += len(answer)
+                    if size > WRITE_HIGH_WATER:  # a long pipeline: flush before parsing on
+                        transport.write(b"".join(out))
+                        out.clear()
+                        size = 0
+                        await self._drain(loop.time() + body_timeout)
+                elif event is NEED_DATA:
+                    break
+                elif event is CLOSED:
+                    closing = True
+                    break
+                else:  # ExpectContinue: invite the body the client is holding back
+                    out.append(CONTINUE_BYTES)
+            if out:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+                if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    await self._drain(loop.time() + body_timeout)
+            if closing:
+                return linger
+            # Re-arm the deadline for what we wait on next: a new phase (or a new request in
+            # the same phase) starts a new clock; more bytes of the same head or body do not.
+            new_phase = conn.phase
+            if new_phase is Phase.IDLE:
+                if server.draining:
+                    return False
+                # The common case, inlined: the deadline moves later and the timer stays.
+                deadline = loop.time() + keepalive_timeout
+                self.deadline = deadline
+                if deadline < self.timer_when:
+                    self._set_deadline(deadline)
+            elif new_phase is not phase or answered:
+                if new_phase is Phase.HEAD:
+                    self._set_deadline(loop.time() + header_timeout)
+                elif new_phase is Phase.BODY:
+                    self._set_deadline(loop.time() + body_timeout)
+            phase = new_phase
+
+    async def _drain(self, deadline: float) -> None:
+        """Wait for the client to read our output, for at most until `deadline`."""
+        self.waiting = _Wait.WRITING
+        self._set_deadline(deadline)
+        try:
+            await self.writer.drain()
+        except asyncio.CancelledError:
+            self._take_interrupt()
+            self.transport.abort()  # a client that never reads: nothing more can be said
+            raise ConnectionAbortedError("client did not read its responses") from None
+        self.waiting = _Wait.BUSY
+
+    async def _linger(self) -> None:
+        self.waiting = _Wait.LINGERING
+        self._set_deadline(self.server.loop.time() + LINGER_SECONDS)
+        try:
+            await _linger(self.reader, self.writer)
+        except asyncio.CancelledError:
+            if self._take_interrupt() is _Interrupt.ABORT:
+                self.transport.abort()
+        self.waiting = _Wait.BUSY
+
+
+def _peer_host(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "-"
+
+
+def format_address(host: str, port: int) -> str:
+    """`host:port` for a URL: IPv6 literals go in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(
+    config: Config,
+    *,
+    routes: Routes | None = None,
+    shutdown: asyncio.Event | None = None,
+    force: asyncio.Event | None = None,
+    ready: ReadyCallback | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve until `shutdown` is set, then drain gracefully (or at once when `force` is set).
+
+    `routes` defaults to the calculator's routes over app/static (read with aiofiles); `ready`
+    is called with the bound (host, port) once connections are accepted; `sock` is an already
+    bound listening socket to use instead of config.host/config.port (e.g. for a pre-fork
+    supervisor). Without `shutdown`, serves until cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    if routes is None:
+        routes = Routes(await load_static_assets())
+    state = _Server(config, routes, loop)
+    own_handler = loop.get_exception_handler() is None
+    if own_handler:
+        loop.set_exception_handler(_AcceptErrorFilter(loop))
+    if sock is not None:
+        listener = await asyncio.start_server(
+            state.accept, sock=sock, backlog=config.backlog, limit=READER_LIMIT
+        )
+    else:
+        stdlib_loop = isinstance(loop, asyncio.BaseEventLoop)
+        listener = await asyncio.start_server(
+            state.accept, config.host, config.port, limit=READER_LIMIT, reuse_address=True,
+            backlog=min(config.backlog, STDLIB_ACCEPT_BATCH) if stdlib_loop else config.backlog,
+        )
+        if stdlib_loop and config.backlog > STDLIB_ACCEPT_BATCH:
+            for listening in listener.sockets:  # listen() again only resizes the kernel queue
+                with socket.socket(fileno=os.dup(listening.fileno())) as dup:
+                    dup.listen(config.backlog)
+    try:
+        bound = listener.sockets[0].getsockname()
+        if ready is not None:
+            ready(str(bound[0]), int(bound[1]))
+        stop = shutdown if shutdown is not None else asyncio.Event()
+        await stop.wait()
+        log.info("shutting down: no new connections; %d open", len(state.clients))
+        listener.close()
+        state.begin_drain()
+        if force is None:
+            force = asyncio.Event()
+        waiters = [asyncio.ensure_future(state.all_closed.wait()),
+                   asyncio.ensure_future(force.wait())]
+        _, pending = await asyncio.wait(
+            waiters, timeout=config.graceful_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
+        if state.clients:
+            log.warning("aborting %d connection(s) still open", len(state.clients))
+            state.abort_all()
+            # Let the aborted tasks run their cleanup before the loop goes away.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await state.all_closed.wait()
+    finally:
+        state.close()
+        listener.close()
+        with contextlib.suppress(Exception):
+            await listener.wait_closed()
+        if own_handler:
+            loop.set_exception_handler(None)
+
+
+# -- process entry ------------------------------------------------------------------------------
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for --loop: uvloop when importable (auto), or the one asked."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("--loop uvloop: uvloop is not installed") from None
+        else:
+            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return factory
+    return asyncio.new_event_loop
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Lift the soft RLIMIT_NOFILE toward max connections + reserve (never past the hard limit)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + FD_RESERVE
+    if hard != resource.RLIM_INFINITY:
+        target = min(target, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted + FD_RESERVE:
+        log.warning(
+            "file descriptor limit %d is below --max-connections %d; accepts beyond it will "
+            "wait in the backlog", soft, wanted,
+        )
+
+
+def configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def print_listening(host: str, port: int) -> None:
+    print(f"listening on http://{format_address(host, port)}", flush=True)
+
+
+async def _main(config: Config) -> int:
+    loop = asyncio.get_running_loop()
+    shutdown = asyncio.Event()
+    force = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if not shutdown.is_set():
+            log.info("received %s: finishing in-flight requests (up to %g s)",
+                     signal.Signals(signum).name, config.graceful_timeout)
+            shutdown.set()
+        elif signum == signal.SIGINT:
+            log.warning("second SIGINT: exiting now")
+            force.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await serve(config, shutdown=shutdown, force=force, ready=print_listening)
+    return 130 if force.is_set() else 0
+
+
+def run(config: Config, main: Callable[[Config], Coroutine[Any, Any, int]] = _main) -> int:
+    """Run the server in this process until a signal stops it; returns the exit code."""
+    configure_logging(config)
+    raise_fd_limit(config.max_connections)
+    with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
+        loop_name = type(runner.get_loop()).__module__.split(".")[0]
+        log.debug("event loop: %s (pid %d)", loop_name, os.getpid())
+        return runner.run(main(config))
