@@ -62,11 +62,13 @@ __all__ = [
 # Strategy:
 #
 # The common case is a whole head arriving in one recv(). We find its end with one bytes.find for
-# b"\r\n\r\n", validate request line and every field line with ONE compiled bytes regex
-# (`_HEAD`, fullmatch), and pull the fields out with one findall. Only when that fast path fails do
-# we run the slow diagnosis (`_diagnose_head`), which walks the head line by line to name the
-# precise error and status. Semantics (Host, Content-Length, Transfer-Encoding, Connection,
-# Expect) are one pass over the few fields whose names matter.
+# b"\r\n\r\n", decode it once as latin-1 (byte N is code point N), match the request line, and
+# pull every field out with ONE findall of a line-anchored field-line pattern. Counting CR, LF
+# and CRLF (C-speed bytes.count) proves there is no bare CR or LF, and "as many matches as lines"
+# proves every line matched whole, so that single pass both validates and extracts. Only when the
+# fast path fails do we run the slow diagnosis (`_diagnose_head`), which walks the head line by
+# line to name the precise error and status. Semantics (Host, Content-Length, Transfer-Encoding,
+# Connection, Expect) are one pass over the few fields whose names matter.
 #
 # Errors must not depend on how the bytes were split. A head still arriving is checked
 # incrementally (`check_partial_head`): line by line, in order, for bare LF, request-line length
