@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -101,66 +102,79 @@ def trickle(sock: socket.socket, data: bytes, interval: float, stop: threading.E
 # --------------------------------------------------------------------------------------------
 
 
-def test_trickled_head_gets_408_at_the_header_timeout(strict: ServerProcess) -> None:
+def trickled_head(server: ServerProcess) -> tuple[int, bool, bytes, float]:
+    """A head sent a byte every 0.5 s (a minute's worth): 408 and close at the header timeout."""
     head = b"GET /healthz HTTP/1.1\r\nHost: calc.test\r\nX-Slow: " + b"z" * 100 + b"\r\n\r\n"
     stop = threading.Event()
-    with strict.connect(timeout=STRICT + SLACK + 5) as sock:
+    with server.connect(timeout=STRICT + SLACK + 5) as sock:
         started = time.monotonic()
-        sender = threading.Thread(target=trickle, args=(sock, head, 0.5, stop), daemon=True)
-        sender.start()  # 130 bytes at 2/s would take a minute; the timeout is 2 s
+        threading.Thread(target=trickle, args=(sock, head, 0.5, stop), daemon=True).start()
         try:
             response = read_final(sock, buffer := bytearray())
             closed, extra = wait_closed(sock, buffer, SLACK)
         finally:
             stop.set()
-        elapsed = time.monotonic() - started
-    assert response.status == 408
-    assert response.header("connection") == "close"
-    assert closed and extra == b""
-    assert elapsed < STRICT + SLACK, f"408 after {elapsed:.1f}s"
+        return response.status, closed, extra, time.monotonic() - started
 
 
-def test_silent_connection_is_closed_silently(strict: ServerProcess) -> None:
-    with strict.connect(timeout=STRICT + SLACK + 5) as sock:
+def silent(server: ServerProcess) -> tuple[int, bool, bytes, float]:
+    """A connection that never sends a byte: closed, and nothing is written to it."""
+    with server.connect(timeout=STRICT + SLACK + 5) as sock:
         started = time.monotonic()
         closed, data = wait_closed(sock, bytearray(), STRICT + SLACK)
-        elapsed = time.monotonic() - started
-    assert closed, "a connection that never sent a byte was kept open"
-    assert data == b"", f"nothing was asked, nothing should be answered: {data[:80]!r}"
-    assert elapsed < STRICT + SLACK
+        return 0, closed, data, time.monotonic() - started
 
 
-def test_idle_keepalive_connection_is_closed(strict: ServerProcess) -> None:
-    with strict.connect(timeout=STRICT + SLACK + 5) as sock:
+def idle_keepalive(server: ServerProcess) -> tuple[int, bool, bytes, float]:
+    """Served once, then silent: closed at the keep-alive timeout, nothing written."""
+    with server.connect(timeout=STRICT + SLACK + 5) as sock:
         sock.sendall(PROBE)
         buffer = bytearray()
         assert read_final(sock, buffer).status == 200
         started = time.monotonic()
         closed, data = wait_closed(sock, buffer, STRICT + SLACK)
-        elapsed = time.monotonic() - started
-    assert closed and data == b""
-    assert elapsed < STRICT + SLACK
+        return 0, closed, data, time.monotonic() - started
 
 
-def test_slow_body_gets_408_at_the_body_timeout(strict: ServerProcess) -> None:
+def slow_body(server: ServerProcess) -> tuple[int, bool, bytes, float]:
+    """A body sent a byte every 0.5 s: 408 and close at the body timeout."""
     head = (b"POST /calculate HTTP/1.1\r\nHost: calc.test\r\nContent-Type: text/plain\r\n"
             b"Content-Length: 200\r\n\r\n")
     stop = threading.Event()
-    with strict.connect(timeout=STRICT + SLACK + 5) as sock:
+    with server.connect(timeout=STRICT + SLACK + 5) as sock:
         sock.sendall(head)
         started = time.monotonic()
-        sender = threading.Thread(target=trickle, args=(sock, b"1+" * 100, 0.5, stop),
-                                  daemon=True)
-        sender.start()
+        threading.Thread(target=trickle, args=(sock, b"1+" * 100, 0.5, stop), daemon=True).start()
         try:
             response = read_final(sock, buffer := bytearray())
             closed, extra = wait_closed(sock, buffer, SLACK)
         finally:
             stop.set()
-        elapsed = time.monotonic() - started
-    assert response.status == 408
-    assert closed and extra == b""
-    assert elapsed < STRICT + SLACK
+        return response.status, closed, extra, time.monotonic() - started
+
+
+TIMEOUT_SCENARIOS = {
+    "trickled head": (trickled_head, 408),
+    "silent connection": (silent, 0),
+    "idle keep-alive": (idle_keepalive, 0),
+    "slow body": (slow_body, 408),
+}
+
+
+def test_slow_and_silent_clients_are_timed_out(strict: ServerProcess) -> None:
+    """All four at once (they only wait): 408 + close, or a silent close, within a few seconds."""
+    with ThreadPoolExecutor(len(TIMEOUT_SCENARIOS)) as pool:
+        futures = {name: pool.submit(fn, strict) for name, (fn, _) in TIMEOUT_SCENARIOS.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    print(f"\n[{strict.mode}] timeouts (2 s): " + ", ".join(
+        f"{name} -> {status or 'closed'} after {elapsed:.2f}s"
+        for name, (status, _, _, elapsed) in results.items()))
+    for name, (status, closed, extra, elapsed) in results.items():
+        wanted = TIMEOUT_SCENARIOS[name][1]
+        assert status == wanted, f"{name}: status {status}, wanted {wanted or 'none'}"
+        assert closed, f"{name}: connection left open"
+        assert extra == b"", f"{name}: unexpected bytes {extra[:80]!r}"
+        assert elapsed < STRICT + SLACK, f"{name}: took {elapsed:.1f}s"
 
 
 SLOW_KINDS = [
@@ -333,7 +347,7 @@ def pipeline_flood(server: ServerProcess, count: int, pause: float) -> tuple[flo
 
 
 def test_pipelining_flood_is_bounded_and_in_order(patient: ServerProcess) -> None:
-    growth, seconds, sent = pipeline_flood(patient, 4000, pause=3.0)
+    growth, seconds, sent = pipeline_flood(patient, 4000, pause=1.5)
     print(f"\n[{patient.mode}] 4,000 pipelined (2,000 x 18 KB asset): {sent:.2f} MiB accepted "
           f"while unread, RSS +{growth:.1f} MiB, all read in order in {seconds:.1f}s")
     # 2,000 unread 18 KB responses would be 36 MiB if the server queued them.
