@@ -37,6 +37,9 @@ ERROR_TITLES: dict[str, str] = {
     "limit": "Too large",
 }
 
+# Fractions longer than this are written on one line ("1/7" stacks; "1/63668...01" does not).
+LONG_FRACTION = 16
+
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
 
 # An <input type=text> drops CR and LF from its value (HTML "value sanitization"), so the caret
@@ -132,15 +135,17 @@ def _size_class(display: str) -> str:
 def _result_block(result: Result) -> str:
     sign, spoken = ("=", "equals") if result.exact else ("≈", "approximately")
     parts = [
-        f'<span class="result-sign" aria-hidden="true">{sign}</span>',
-        f'<span class="visually-hidden">{spoken} </span>',
+        '<span class="result-main">'
+        f'<span class="result-sign" aria-hidden="true">{sign}</span>'
+        f'<span class="visually-hidden">{spoken} </span>'
         f'<span class="result-value{_size_class(result.display)}" id="result-value">'
-        f"{escape(result.display)}</span>",
+        f"{escape(result.display)}</span></span>",
     ]
     if result.fraction:
         numerator, _, denominator = result.fraction.partition("/")
+        long = " result-fraction--long" if len(result.fraction) > LONG_FRACTION else ""
         parts.append(
-            f'<span class="result-fraction" title="exact fraction">'
+            f'<span class="result-fraction{long}" title="exact fraction">'
             f'<span class="visually-hidden">, exactly {escape(result.fraction)}</span>'
             f'<span class="frac" aria-hidden="true">'
             f'<span class="frac-num">{escape(numerator)}</span>'

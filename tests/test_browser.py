@@ -444,9 +444,10 @@ def test_readme_screenshots(open_page: Any) -> None:
     for name, context in shots:
         p = open_page(color_scheme="light", **context)
         page = p.page
-        for expr in ["2^64", "sqrt(2)", "1/3 + 1/4"]:
+        for expr in ["2^64", "sqrt(2)", "1/3 + 1/4", "3/8 + 1/4"]:
             calculate(page, expr)
             expect(page.locator("#calc-form")).to_have_attribute("data-state", "result")
-        expect(page.locator(".history-item")).to_have_count(3)
+        expect(page.locator(".history-item")).to_have_count(4)
+        expect(page.locator(".frac-den")).to_have_text("8")
         page.locator("#expr").blur()
         p.shot(name)

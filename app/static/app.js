@@ -21,6 +21,8 @@
     division_by_zero: "Division by zero",
     limit: "Too large",
   };
+  const MIN_FONT_PX = 14;
+  const LONG_FRACTION = 16; // longer fractions are written on one line, not stacked
   const SIZES = [
     [28, " result-value--huge"],
     [18, " result-value--longer"],
@@ -98,13 +100,15 @@
     const parts = [];
     const sign = el("span", "result-sign", exact ? "=" : "≈");
     sign.setAttribute("aria-hidden", "true");
-    parts.push(sign, el("span", "visually-hidden", exact ? "equals " : "approximately "));
     const value = el("span", "result-value" + sizeClass(shown.result), shown.result);
     value.id = "result-value";
-    parts.push(value);
+    const main = el("span", "result-main");
+    main.append(sign, el("span", "visually-hidden", exact ? "equals " : "approximately "), value);
+    parts.push(main);
     if (shown.fraction) {
       const [numerator, denominator = ""] = shown.fraction.split("/");
-      const pill = el("span", "result-fraction");
+      const long = shown.fraction.length > LONG_FRACTION;
+      const pill = el("span", "result-fraction" + (long ? " result-fraction--long" : ""));
       pill.title = "exact fraction";
       const frac = el("span", "frac");
       frac.setAttribute("aria-hidden", "true");
@@ -116,6 +120,35 @@
     setState("result");
     caretRow.replaceChildren();
     output.replaceChildren(...parts);
+    fitResult();
+  }
+
+  // Shrink a long number until it fits on one line; below MIN_FONT_PX let it wrap instead.
+  function fitResult() {
+    const value = output.querySelector(".result-value");
+    if (!value) return;
+    value.style.fontSize = "";
+    value.style.maxWidth = "";
+    value.classList.remove("result-value--wrap");
+    const main = value.parentElement;
+    const room = output.clientWidth - 1;
+    const needed = main.scrollWidth;
+    if (room <= 0 || needed <= room) return;
+    const width = value.getBoundingClientRect().width; // inline: scrollWidth would be 0
+    const fixed = needed - width; // the sign and its gap
+    const size = parseFloat(window.getComputedStyle(value).fontSize);
+    const fitted = Math.floor(((size * (room - fixed)) / width) * 10) / 10;
+    if (fitted >= MIN_FONT_PX) {
+      value.style.fontSize = `${fitted}px`;
+    } else {
+      // Too long even at the smallest size: wrap it into lines of equal length (in ch, which
+      // is exact for the monospaced face that long numbers use) so no digits dangle alone.
+      value.style.fontSize = `${MIN_FONT_PX}px`;
+      value.classList.add("result-value--wrap");
+      const lines = Math.ceil((width * MIN_FONT_PX) / size / (room - fixed));
+      const length = value.textContent.length;
+      value.style.maxWidth = `${Math.ceil(length / Math.max(lines, 1))}ch`;
+    }
   }
 
   function caretParts(expr, position, length) {
@@ -351,7 +384,9 @@
       button.type = "button";
       button.dataset.index = String(index);
       button.setAttribute("aria-label", `Use ${entry.expr} again; it was ${entry.result}`);
-      const result = el("span", "history-result", (entry.exact === false ? "≈ " : "= ") + entry.result);
+      const result = el("span", "history-result");
+      const sign = entry.exact === false ? "≈ " : "= ";
+      result.append(el("span", "history-value", sign + entry.result));
       if (entry.fraction) result.append(el("span", "history-fraction", entry.fraction));
       button.append(el("span", "history-expr", entry.expr), result);
       item.append(button);
@@ -513,6 +548,17 @@
 
   // ---- start ---------------------------------------------------------------------------
 
+  output.dataset.fit = "";
+  if (window.ResizeObserver) {
+    let width = output.clientWidth;
+    new ResizeObserver(() => {
+      if (output.clientWidth !== width) {
+        width = output.clientWidth;
+        fitResult();
+      }
+    }).observe(output);
+  }
+
   setRovingKey(keys.find((key) => key.dataset.insert === "7") || keys[0]);
   renderHistory();
   const end = input.value.length;
@@ -523,6 +569,7 @@
     const value = $("#result-value");
     shown = value ? { expr: input.value, result: value.textContent, exact: true, fraction: null } : null;
     copyButton.disabled = !shown;
+    fitResult();
   }
   syncCaretScroll();
 })();
