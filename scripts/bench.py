@@ -1557,10 +1557,11 @@ def _load_phase(
         for run in range(runs):
             for spec in specs:
                 display.status(f"{kind.upper()} x{conns}: {spec.name} (run {run + 1}/{runs})")
-                server = servers.get(spec.name)
-                if server is None:
+                current = servers.get(spec.name)
+                if current is None:
                     result: dict[str, Any] = {"error": failed.get(spec.name, "not started")}
                 else:
+                    server = current
                     if not server.alive():  # crashed earlier: note it and start a fresh one
                         display.say(
                             f"{spec.name} had exited ({server.proc.returncode}); "

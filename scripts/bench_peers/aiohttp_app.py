@@ -6,6 +6,7 @@ Run: `python scripts/bench_peers/aiohttp_app.py --port 0`.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from aiohttp import web
 from calc_glue import HTML_TYPE, JSON_TYPE, calculate_form, page_renderer
@@ -36,7 +37,8 @@ async def serve(host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=BACKLOG)
     await site.start()
-    server = site._server  # aiohttp exposes the bound port only through the asyncio server
+    # aiohttp exposes the bound port only through the asyncio server.
+    server = cast(asyncio.Server | None, site._server)
     assert server is not None and server.sockets
     bound_host, bound_port = server.sockets[0].getsockname()[:2]
     stop = asyncio.Event()
