@@ -289,6 +289,43 @@ def test_hostile_expression_is_shown_as_text(open_page: Any) -> None:
     assert dialogs == []
 
 
+STRICT_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def test_page_works_under_a_strict_content_security_policy(open_page: Any) -> None:
+    """No inline script or style anywhere: every feature works with the strictest useful CSP.
+
+    The header is added in the browser (the server may or may not send one); a violation shows
+    up as a console error, which the fixture turns into a failure.
+    """
+    p = open_page()
+    page = p.page
+
+    def with_csp(route: Any) -> None:
+        response = route.fetch()
+        headers = {**response.headers, "content-security-policy": STRICT_CSP}
+        route.fulfill(response=response, headers=headers)
+
+    page.route(re.compile(r"/(\?.*)?$"), with_csp)
+    response = page.reload()
+    assert response is not None
+    assert response.headers["content-security-policy"] == STRICT_CSP
+    violations: list[str] = []
+    page.on(
+        "console", lambda m: violations.append(m.text) if "Content Security" in m.text else None
+    )
+    calculate(page, "2^100 / 3")  # long: the script resizes it through the CSSOM
+    expect(page.locator(".result-fraction--long")).to_be_visible()
+    calculate(page, "1 + (2")
+    expect(page.locator(".caret-mark")).to_be_visible()
+    key(page, "7").click()
+    expect(page.locator(".history-item")).to_have_count(1)
+    assert violations == []
+
+
 # ---- history -------------------------------------------------------------------------------
 
 
