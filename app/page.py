@@ -109,13 +109,20 @@ def _where(expr: str, position: int) -> str:
     return f"at character {position + 1}"
 
 
+def _after_title(title: str, message: str) -> str:
+    """The message, minus a leading repeat of the title ("Unknown name" + " 'sqr' — ...")."""
+    if message.lower().startswith(title.lower()):
+        return message[len(title) :]
+    return " " + message
+
+
 def _error_block(expr: str, error: CalcError) -> str:
     title = ERROR_TITLES.get(error.kind, "Error")
     return (
         f'<span class="error" id="error-message" data-kind="{escape(error.kind)}" '
         f'data-position="{int(error.position)}" data-length="{int(error.length)}">'
-        f'<span class="error-title">{escape(title)}</span> '
-        f'<span class="error-text">{escape(error.message)}</span> '
+        f'<span class="error-title">{escape(title)}</span>'
+        f'<span class="error-text">{escape(_after_title(title, error.message))}</span> '
         f'<span class="error-where">{escape(_where(expr, error.position))}</span>'
         f"</span>"
     )

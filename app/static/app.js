@@ -173,11 +173,13 @@
       : error.position >= expr.length
         ? "at the end"
         : "at character " + (error.position + 1);
-    box.append(
-      el("span", "error-title", ERROR_TITLES[error.kind] || "Error"),
-      " ",
-      el("span", "error-text", String(error.message || "Something went wrong.")),
-    );
+    const title = ERROR_TITLES[error.kind] || "Error";
+    const message = String(error.message || "Something went wrong.");
+    // Drop a leading repeat of the title: "Unknown name" + " 'sqr' — did you mean 'sqrt'?"
+    const rest = message.toLowerCase().startsWith(title.toLowerCase())
+      ? message.slice(title.length)
+      : " " + message;
+    box.append(el("span", "error-title", title), el("span", "error-text", rest));
     if (where) {
       box.dataset.position = String(error.position);
       box.dataset.length = String(error.length || 1);
