@@ -62,9 +62,11 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if sockets:
-            host, port = sockets[0].getsockname()[:2]
-            announce(host, port)
+        # Let uvicorn bind its own socket: a socket passed in through `sockets=` makes uvloop skip
+        # TCP_NODELAY on accepted connections, and every response then waits ~40 ms for a delayed
+        # ACK (Nagle), which would measure a misconfiguration rather than uvicorn.
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        announce(host, port)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Shut down gracefully and exit 0, rather than re-raising the signal afterwards.
@@ -73,11 +75,10 @@ class Server(uvicorn.Server):
 
 def main() -> None:
     host, port = parse_args(__doc__ or "")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
     config = uvicorn.Config(
         app,
+        host=host,
+        port=port,
         loop="uvloop",
         http="httptools",
         lifespan="off",
@@ -86,7 +87,7 @@ def main() -> None:
         backlog=BACKLOG,
         timeout_keep_alive=int(IDLE_TIMEOUT),
     )
-    asyncio.run(Server(config).serve(sockets=[sock]))
+    asyncio.run(Server(config).serve())
 
 
 if __name__ == "__main__":
