@@ -62,7 +62,8 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop"), "uvicorn is not on uvloop"
+        loop_module = type(asyncio.get_running_loop()).__module__
+        assert loop_module.startswith("uvloop"), f"uvicorn runs on {loop_module}, not uvloop"
         # uvicorn binds its own socket, as in production. (Passing one in through `sockets=` on the
         # stdlib loop leaves accepted connections without TCP_NODELAY: each response then waits
         # ~40 ms for a delayed ACK, which would measure a misconfiguration, not uvicorn.)
