@@ -1407,7 +1407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = len(matrix.load) * runs * len(specs) + len(matrix.idle) * runs * len(specs)
     estimate = (
         len(matrix.load) * len(specs) * (runs * (duration + 0.5) + warmup)
-        + len(matrix.idle) * len(specs) * runs * 5
+        + len(matrix.idle) * len(specs) * runs * 10
     )
     early_say(
         f"{len(specs)} servers, {len(matrix.load)} load points, {len(matrix.idle)} idle points,"
