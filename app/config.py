@@ -21,6 +21,7 @@ from typing import Any, Final
 ENV_PREFIX: Final = "CALCSERVE_"
 LOOPS: Final = ("auto", "uvloop", "asyncio")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS: Final = ("common", "json")
 
 
 # Converters: each turns one string (from argv or the environment) into a value or raises
@@ -55,6 +56,19 @@ def boolean(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def worker_count(text: str) -> int:
+    """`--workers`: a positive number, or `auto` for the CPUs this process may run on."""
+    if text.strip().lower() == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1, or auto")
+    return value
 
 
 def choice(*choices: str) -> Callable[[str], str]:
@@ -107,9 +121,15 @@ class Config:
         convert=positive_float, metavar="SECONDS")
     access_log: bool = option(False, "log one line per request (common log format) to stderr",
                               convert=boolean)
+    log_format: str = option("common", "access log format: common (CLF) or json",
+                             convert=choice(*LOG_FORMATS))
     log_level: str = option("info", "logging level", convert=choice(*LOG_LEVELS))
     loop: str = option("auto", "event loop: uvloop when importable (auto), or force one",
                        convert=choice(*LOOPS))
+    # 1: the server runs in this process. More: a supervisor (app/supervisor.py) pre-forks them
+    # on one port (SO_REUSEPORT), restarts the dead, and reloads them one by one on SIGHUP.
+    workers: int = option(1, "worker processes; auto = one per CPU", convert=worker_count,
+                          metavar="N|auto")
 
     def with_changes(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -31,6 +31,7 @@ import enum
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -44,6 +45,8 @@ import aiofiles.os
 
 from app.accesslog import AccessLog
 from app.config import Config
+from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from app.metrics import Metrics
 from app.protocol import (
     CLOSED,
     CONTINUE_BYTES,
@@ -158,15 +161,24 @@ class _AcceptErrorFilter:
 class _Server:
     """State shared by all connections of one listening server."""
 
-    def __init__(self, config: Config, routes: Routes, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: Config,
+        routes: Routes,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.routes = routes
         self.loop = loop
+        self.metrics = metrics if metrics is not None else Metrics()
         self.clients: set[_Client] = set()
         self.draining = False
         self.all_closed = asyncio.Event()
         self.date = b""
-        self.access = AccessLog("common", schedule=loop.call_soon) if config.access_log else None
+        self.access = (
+            AccessLog(config.log_format, schedule=loop.call_soon) if config.access_log else None
+        )
         self.timers = _TimerWheel(loop)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick()
@@ -186,14 +198,18 @@ class _Server:
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """`start_server`'s callback: one call (in its own task) per accepted connection."""
+        metrics = self.metrics
         if len(self.clients) >= self.config.max_connections or self.draining:
+            metrics.protocol_error(_REFUSAL.status)
             await _refuse(reader, writer, render(None, _REFUSAL, date=self.date))
             return
         client = _Client(self, reader, writer)
         self.clients.add(client)
+        metrics.connection_opened()
         try:
             await client.run()
         finally:
+            metrics.connection_closed()
             self.clients.discard(client)
             if self.draining and not self.clients:
                 self.all_closed.set()
@@ -439,7 +455,9 @@ class _Client:
         conn = self.conn
         handle = server.routes.handle
         access = server.access
-        started = server.loop.time() if access is not None else 0.0
+        metrics = server.metrics
+        now = server.loop.time
+        started = now()
         out: list[bytes] = []
         size = 0
         verdict = _READ_MORE
@@ -448,11 +466,15 @@ class _Client:
                 event = conn.next_event()
             except ProtocolError as err:
                 out.append(conn.send(None, error_response(err)))
+                metrics.protocol_error(err.status)
                 verdict = _CLOSE_LINGERING
                 break
             if type(event) is Request:
                 try:
-                    response = handle(event)
+                    if event.path == "/metrics":
+                        response = _metrics_response(event, metrics)
+                    else:
+                        response = handle(event)
                 except Exception:
                     log.exception("handler failed for %s %s", event.method, event.target)
                     response = internal_error_response()
@@ -461,11 +483,16 @@ class _Client:
                 answer = conn.send(event, response, date=server.date)
                 out.append(answer)
                 self.answered += 1
+                elapsed = now() - started
+                status = response.status
+                metrics.request_done(event.path, status, elapsed)
+                if status == 422:
+                    metrics.calculator_error(_calculator_error_kind(response.body))
                 if access is not None:
                     access.log(
-                        self.peer, event.method, event.target, event.version, response.status,
+                        self.peer, event.method, event.target, event.version, status,
                         0 if event.method == "HEAD" else len(response.body),
-                        server.loop.time() - started, event.header("user-agent"),
+                        elapsed, event.header("user-agent"),
                     )
                 size += len(answer)
                 if size > WRITE_HIGH_WATER:  # a long pipeline: flush and drain before more
@@ -493,6 +520,7 @@ class _Client:
                 which, limit = "body", config.body_timeout
             err = ProtocolError(f"request {which} not received within {limit:g} s", 408)
             self.transport.write(conn.send(None, error_response(err)))
+            self.server.metrics.protocol_error(err.status)
             return True
         if why is _Interrupt.ABORT:
             self.transport.abort()
@@ -521,6 +549,28 @@ class _Client:
         self.waiting = _Wait.BUSY
 
 
+# The kind of a 422's CalcError, in each of the shapes routes answers it: JSON, page, plain text.
+_CALC_ERROR_KIND: Final = re.compile(
+    rb'"kind": ?"([a-z_]+)"|data-kind="([a-z_]+)"|^error: ([a-z_]+):'
+)
+
+
+def _calculator_error_kind(body: bytes) -> str:
+    match = _CALC_ERROR_KIND.search(body)
+    if match is None:
+        return "other"
+    return next(group for group in match.groups() if group).decode("ascii")
+
+
+def _metrics_response(request: Request, metrics: Metrics) -> Response:
+    """GET /metrics: the Prometheus exposition of every worker of this server."""
+    if request.method not in ("GET", "HEAD"):
+        return Response(405, [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")],
+                        b"405 Method Not Allowed\n")
+    return Response(200, [("Content-Type", METRICS_CONTENT_TYPE), ("Cache-Control", "no-store")],
+                    metrics.render())
+
+
 def _peer_host(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and peer:
@@ -541,18 +591,20 @@ async def serve(
     force: asyncio.Event | None = None,
     ready: ReadyCallback | None = None,
     sock: socket.socket | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Serve until `shutdown` is set, then drain gracefully (or at once when `force` is set).
 
     `routes` defaults to the calculator's routes over app/static (read with aiofiles); `ready`
     is called with the bound (host, port) once connections are accepted; `sock` is an already
     bound listening socket to use instead of config.host/config.port (e.g. for a pre-fork
-    supervisor). Without `shutdown`, serves until cancelled.
+    supervisor); `metrics` is where counters go (default: this process only). Without
+    `shutdown`, serves until cancelled.
     """
     loop = asyncio.get_running_loop()
     if routes is None:
         routes = Routes(await load_static_assets())
-    state = _Server(config, routes, loop)
+    state = _Server(config, routes, loop, metrics)
     own_handler = loop.get_exception_handler() is None
     if own_handler:
         loop.set_exception_handler(_AcceptErrorFilter(loop))

@@ -56,6 +56,7 @@ from typing import Final
 
 from app import metrics as metrics_module
 from app.config import Config
+from app.metrics import Metrics
 
 log = logging.getLogger("calcserve.supervisor")
 
@@ -114,23 +115,11 @@ def serve_worker(config: Config, context: WorkerContext) -> int:
         await server.serve(
             config, shutdown=shutdown, force=force, sock=context.sock,
             ready=lambda host, port: context.ready(),
+            metrics=Metrics.for_worker(context.metrics_dir, context.slot),
         )
         return 130 if force.is_set() else 0
 
     return server.run(config, main=main)
-
-
-def worker_count(text: str) -> int:
-    """`--workers`: a positive number, or `auto` for the CPUs this process may run on."""
-    if text.strip().lower() == "auto":
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return os.cpu_count() or 1
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1, or auto")
-    return value
 
 
 @dataclass
@@ -425,6 +414,10 @@ class Supervisor:
         for worker in self._live():
             worker.retiring = True
             _kill(worker.pid, signal.SIGTERM)
+        # Our copies of the listening sockets go too: once the workers close theirs, a new
+        # client is refused at once (a load balancer moves on) instead of queueing for nobody.
+        for slot in self.slots:
+            slot.sock.close()
 
     def _reload(self) -> None:
         if self.stopping:
