@@ -897,12 +897,40 @@ def compute_ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     for kind, conns in points:
         ours = median_of(load_point(results, kind, conns, "asyncio"), "rps")
         row: dict[str, Any] = {"scenario": kind, "connections": conns, "asyncio_rps": ours}
+        our_entry = load_point(results, kind, conns, "asyncio")
         for peer in PEERS:
-            theirs = median_of(load_point(results, kind, conns, peer), "rps")
+            their_entry = load_point(results, kind, conns, peer)
+            theirs = median_of(their_entry, "rps")
             row[f"{peer}_rps"] = theirs
             row[f"vs_{peer}"] = round(ours / theirs, 3) if ours and theirs else None
+            row[f"vs_{peer}_paired"] = _paired_ratio(our_entry, their_entry, "rps")
+            # CPU per request is steadier than req/s on a busy machine: theirs over ours.
+            cpu_ratio = _paired_ratio(their_entry, our_entry, "cpu_per_1k")
+            row[f"cpu_vs_{peer}"] = cpu_ratio
         ratios.append(row)
     return ratios
+
+
+def _paired_text(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> str:
+    paired = _paired_ratio(ours, theirs, "rps")
+    if paired is None or ours is None or ours["ok_runs"] < 2:
+        return ""
+    return f" (paired {paired:.2f}x)"
+
+
+def _paired_ratio(
+    ours: dict[str, Any] | None, theirs: dict[str, Any] | None, metric: str
+) -> float | None:
+    """Median over runs of ours/theirs, pairing run i with run i: the runs of a point are
+    interleaved, so each pair ran back to back under the same background load."""
+    if ours is None or theirs is None:
+        return None
+    pairs = [
+        a[metric] / b[metric]
+        for a, b in zip(ours["runs"], theirs["runs"], strict=False)
+        if "error" not in a and "error" not in b and a.get(metric) and b.get(metric)
+    ]
+    return round(statistics.median(pairs), 3) if pairs else None
 
 
 def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -921,7 +949,11 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         if ours and theirs:
             add(
                 f"POST /calculate, 64 connections: {text}",
-                f"{ours:,.0f} vs {theirs:,.0f} req/s = {ours / theirs:.2f}x",
+                f"{ours:,.0f} vs {theirs:,.0f} req/s = {ours / theirs:.2f}x"
+                + _paired_text(
+                    load_point(results, "post", 64, "asyncio"),
+                    load_point(results, "post", 64, peer),
+                ),
                 ours >= factor * theirs,
             )
         else:
@@ -1061,18 +1093,20 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Ratios (asyncio mode's req/s over the peer's)",
             "",
-            "| scenario | connections | asyncio req/s | vs uvicorn | vs aiohttp | vs raw ceiling |",
-            "|---|---:|---:|---:|---:|---:|",
+            "Ratio of the medians; `paired` is the median of run-by-run ratios (run i of each "
+            "server ran back to back, so a pair shares the machine's background load). The last "
+            "column compares server CPU per request, which noise disturbs least.",
+            "",
+            "| scenario | connections | asyncio req/s | vs uvicorn | vs aiohttp | vs raw ceiling "
+            "| CPU/request: uvicorn's over ours |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for row in results["ratios"]:
             lines.append(
                 f"| {row['scenario'].upper()} | {row['connections']} "
                 f"| {_num(row['asyncio_rps'])} | "
-                + " | ".join(
-                    f"{_num(row[f'vs_{p}'], 2)}x" if row[f"vs_{p}"] else "—"
-                    for p in ("uvicorn", "aiohttp", "raw")
-                )
-                + " |"
+                + " | ".join(_ratio_cell(row, p) for p in ("uvicorn", "aiohttp", "raw"))
+                + f" | {_num(row['cpu_vs_uvicorn'], 2)}x |"
             )
         lines.append("")
 
@@ -1128,6 +1162,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _ratio_cell(row: dict[str, Any], peer: str) -> str:
+    ratio, paired = row[f"vs_{peer}"], row[f"vs_{peer}_paired"]
+    if not ratio:
+        return "—"
+    if paired is None or paired == ratio:
+        return f"{ratio:.2f}x"
+    return f"{ratio:.2f}x (paired {paired:.2f}x)"
 
 
 def _short(value: float) -> str:
