@@ -444,7 +444,7 @@ class _Parser:
         self.text = text
         self.toks = toks
         self.pos = 0
-        self.depth = 0
+        self.depth = -1  # the top level is depth 0; MAX_DEPTH nested levels are allowed
         self.spans: list[tuple[int, int]] | None = None
 
     # -- errors ---------------------------------------------------------------------------
@@ -508,7 +508,7 @@ class _Parser:
     def _expr(self, min_bp: int) -> Node:
         depth = self.depth + 1
         if depth > MAX_DEPTH:
-            raise self._too_deep(self.pos)
+            raise self._too_deep(self.pos - 1)  # the token that opened this level
         self.depth = depth
         toks = self.toks
         n = len(toks)
