@@ -1,0 +1,387 @@
+"""What the four study servers share, so that each of their files holds only its model.
+
+- The command line (`--host`, `--port`, the three timeouts) and the `listening on` line.
+- `Session`: one connection's HTTP state over the shared core (`app.protocol.Connection` and
+  `app.routes.Routes`). A driver hands it the bytes it read and writes out what piles up in
+  `session.out`; the session decides when the connection is done and when it times out. Every
+  driver therefore maps protocol errors, timeouts and handler crashes in exactly the same way.
+- `serve_blocking`: the plain blocking loop that both thread-based models run per connection.
+- Signals: the blocking models turn SIGINT/SIGTERM into a `Stop` exception in the main thread
+  (exactly how Python delivers Ctrl-C as KeyboardInterrupt); the event loops use a self-pipe
+  (`Wakeup`) so that a sleeping select wakes up at once.
+
+Strategy: output is produced only while `session.out` is below `HIGH_WATER`, and a driver reads
+only while `session.wants_input`. A client that pipelines requests but never reads the answers
+therefore stops being read from; its memory cost is bounded by one read, one response and the
+high-water mark, not by what it manages to send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from app.protocol import (
+    CLOSED,
+    CONTINUE_BYTES,
+    Connection,
+    ExpectContinue,
+    Phase,
+    ProtocolError,
+    Request,
+    Response,
+    error_response,
+    http_date,
+)
+from app.routes import Routes, internal_error_response, load_assets
+
+log = logging.getLogger("legacy")
+
+RECV_SIZE = 64 * 1024  # bytes per recv; the post used 1024, which changes nothing about framing
+HIGH_WATER = 64 * 1024  # pending output that stops reading; asyncio's default write high-water
+BACKLOG = socket.SOMAXCONN  # socketserver's default of 5 drops SYNs under a burst of 200 clients
+STOP_GRACE = 3.0  # seconds busy connections get to finish after SIGTERM; the harness allows 15
+DRAIN_LIMIT = 1024 * 1024  # unread input we discard before close so the kernel sends FIN, not RST
+
+# Legacy defaults (contract): header 10 s (nginx client_header_timeout is 60 s, slowloris needs
+# far less), keep-alive 5 s (Apache KeepAliveTimeout), body 30 s (a 1 MiB body at ~35 KB/s).
+HEADER_TIMEOUT = 10.0
+KEEPALIVE_TIMEOUT = 5.0
+BODY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    header: float = HEADER_TIMEOUT  # first byte to blank line; also a new client's silence
+    keepalive: float = KEEPALIVE_TIMEOUT  # idle between requests
+    body: float = BODY_TIMEOUT  # head to end of body; also a write that makes no progress
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str
+    port: int
+    timeouts: Timeouts
+
+
+def make_parser(description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=(description or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT, metavar="S")
+    parser.add_argument("--keepalive-timeout", type=float, default=KEEPALIVE_TIMEOUT, metavar="S")
+    parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT, metavar="S")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    timeouts = Timeouts(args.header_timeout, args.keepalive_timeout, args.body_timeout)
+    if min(timeouts.header, timeouts.keepalive, timeouts.body) <= 0:
+        raise SystemExit("timeouts must be positive")
+    return Config(args.host, args.port, timeouts)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def listen(config: Config) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    return socket.create_server((config.host, config.port), family=family, backlog=BACKLOG)
+
+
+def announce(listener: socket.socket) -> None:
+    """Print the one line that tests and the benchmark wait for (DESIGN.md)."""
+    host, port = listener.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    print(f"listening on http://{host}:{port}", flush=True)
+
+
+def make_routes() -> Routes:
+    return Routes(load_assets())
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def current_date() -> bytes:
+    """The Date header value, formatted once per second (swapping a tuple is thread-safe)."""
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, http_date(second))
+    return _date_cache[1]
+
+
+class Session:
+    """One connection's protocol state: feed it bytes, write out `out`, obey `deadline`.
+
+    For drivers: `received(data)` (b"" for EOF), `sent(count)`, `expire()` once `deadline`
+    (a `time.monotonic()` value) has passed, `stop()` when the server is shutting down.
+    Read while `wants_input`; write while `out` is non-empty; close once `finished`:
+    with `close_gently`, or with `close_abruptly` when `aborted` (reset, stalled reader).
+    """
+
+    def __init__(self, routes: Routes, timeouts: Timeouts) -> None:
+        self.conn = Connection()
+        self.routes = routes
+        self.timeouts = timeouts
+        self.out = bytearray()
+        self.done = False  # no more requests: close once `out` is flushed
+        self.aborted = False  # drop the output and reset (peer reset us, or stopped reading)
+        self.eof = False
+        self.stopping = False
+        self._requests = 0
+        self._phase = Phase.IDLE
+        self._since = self._progress = time.monotonic()
+
+    @property
+    def wants_input(self) -> bool:
+        return not (self.done or self.eof) and len(self.out) < HIGH_WATER
+
+    @property
+    def finished(self) -> bool:
+        return self.aborted or (self.done and not self.out)
+
+    @property
+    def deadline(self) -> float:
+        if self.out:  # the peer must keep reading: no progress for a body timeout is a stall
+            return self._progress + self.timeouts.body
+        if self._phase is Phase.HEAD:
+            return self._since + self.timeouts.header
+        if self._phase is Phase.BODY:
+            return self._since + self.timeouts.body
+        # IDLE (or CLOSED with nothing left to write): a new client gets the header timeout.
+        idle = self.timeouts.keepalive if self._requests else self.timeouts.header
+        return self._since + idle
+
+    def received(self, data: bytes) -> None:
+        if self.done:
+            return  # e.g. the tail of a pipeline after `Connection: close`; discard it
+        self.eof = not data
+        self.conn.receive_data(data)
+        self._advance()
+
+    def sent(self, count: int) -> None:
+        del self.out[:count]
+        self._progress = time.monotonic()
+        if not self.out and self._phase is Phase.IDLE:
+            self._since = self._progress  # the keep-alive wait starts once the answer is out
+        self._advance()
+
+    def expire(self) -> None:
+        """The deadline passed: 408 if a request was under way, else close silently."""
+        if self.out:  # the peer stopped reading: drop its answers, reset the connection
+            self.out.clear()
+            self.done = self.aborted = True
+        elif self._phase in (Phase.HEAD, Phase.BODY):
+            what = "request head" if self._phase is Phase.HEAD else "request body"
+            self._fail(ProtocolError(f"timed out waiting for the {what}", 408))
+        else:  # idle: nothing to say, just close
+            self.done = True
+
+    def stop(self) -> None:
+        """Server shutdown: an idle connection closes now, a busy one after its next response."""
+        self.stopping = True
+        if self._phase is Phase.IDLE and not self.out:
+            self.done = True
+
+    def _advance(self) -> None:
+        while not self.done and len(self.out) < HIGH_WATER:
+            try:
+                event = self.conn.next_event()
+            except ProtocolError as err:
+                self._fail(err)
+                break
+            if isinstance(event, Request):
+                self._requests += 1
+                response = self._respond(event)
+                self._queue(self.conn.send(event, response, date=current_date()))
+            elif isinstance(event, ExpectContinue):
+                self._queue(CONTINUE_BYTES)
+            elif event is CLOSED:
+                self.done = True
+            else:  # NEED_DATA
+                self.done = self.eof  # cannot happen per the contract; never wait on a dead peer
+                break
+        if self.conn.phase is not self._phase:
+            self._phase = self.conn.phase
+            self._since = time.monotonic()
+
+    def _respond(self, request: Request) -> Response:
+        try:
+            response: Response = self.routes.handle(request)
+        except Exception:
+            log.exception("handler failed for %s %s", request.method, request.target)
+            response = internal_error_response()
+        if self.stopping:
+            response.close = True
+        return response
+
+    def _fail(self, err: ProtocolError) -> None:
+        self._queue(self.conn.send(None, error_response(err), date=current_date()))
+        self.done = True
+
+    def _queue(self, data: bytes) -> None:
+        if not self.out:
+            self._progress = time.monotonic()
+        self.out += data
+
+
+def close_gently(sock: socket.socket) -> None:
+    """Discard unread input, send FIN, close.
+
+    Closing a socket with unread bytes makes the kernel answer with RST and drop what is still
+    queued for sending, so a client that pipelined past an error could lose the error response.
+    """
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        for _ in range(DRAIN_LIMIT // RECV_SIZE):
+            if not sock.recv(RECV_SIZE):
+                break
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+    sock.close()
+
+
+def close_abruptly(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the kernel drops what is still queued for a peer that
+    stopped reading, instead of trickling it out for minutes to an orphaned socket."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def serve_blocking(sock: socket.socket, session: Session) -> None:
+    """Serve one connection with blocking calls: the loop both thread-based models run.
+
+    The socket timeout is the session's deadline, so a silent client costs a sleeping thread and
+    no CPU. `sendall` blocks while the client does not read, and then this thread does not read
+    either: that is the backpressure. Returns when the connection is done; never raises OSError.
+    """
+    try:
+        while not session.finished:
+            if session.out:
+                sock.settimeout(session.timeouts.body)
+                sock.sendall(session.out)  # TimeoutError if the peer stalls for a body timeout
+                session.sent(len(session.out))
+                continue
+            remaining = session.deadline - time.monotonic()
+            if remaining <= 0:
+                session.expire()
+                continue
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except TimeoutError:
+                session.expire()
+                continue
+            session.received(data)
+    except OSError:  # reset by peer, broken pipe, a stalled sendall: nothing more to say to it
+        session.aborted = True
+    if session.aborted:
+        close_abruptly(sock)
+    else:
+        close_gently(sock)
+
+
+class Connections:
+    """The blocking models' registry of open connections, so a stop can wake every thread.
+
+    `serve(sock)` runs in a connection's own thread (or child process); `stop()` and
+    `wait(timeout)` are for the main thread. Shutting down the read side makes a blocked
+    `recv` return b"" at once: idle connections close, busy ones finish their response.
+    """
+
+    def __init__(self, routes: Routes, timeouts: Timeouts) -> None:
+        self.routes = routes
+        self.timeouts = timeouts
+        # Reentrant: in a forked child the signal handler runs on the thread that may hold it.
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._open: dict[socket.socket, Session] = {}
+        self._stopping = False
+
+    def serve(self, sock: socket.socket) -> None:
+        session = Session(self.routes, self.timeouts)
+        with self._lock:
+            self._open[sock] = session
+            if self._stopping:  # accepted just as the stop began: serve nothing more
+                session.stopping = True
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RD)
+        try:
+            serve_blocking(sock, session)
+        finally:
+            with self._lock:
+                del self._open[sock]
+                self._idle.notify_all()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            for sock, session in self._open.items():
+                session.stopping = True  # read by the connection's thread; it closes after EOF
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RD)
+
+    def wait(self, timeout: float) -> bool:
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._open, timeout)
+
+
+class Stop(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, like KeyboardInterrupt, so nothing eats it)."""
+
+
+def raise_stop_on_signals() -> None:
+    """Make SIGINT/SIGTERM raise `Stop` in the main thread; a second signal kills outright."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        raise Stop(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+class Wakeup:
+    """The self-pipe trick: a signal handler writes a byte that a select loop is watching.
+
+    Without it a signal would interrupt select, run the handler, and then (PEP 475) put select
+    straight back to sleep for the rest of its timeout.
+    """
+
+    def __init__(self) -> None:
+        self.reader, self._writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        with contextlib.suppress(OSError):
+            self._writer.send(b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            self.reader.recv(4096)
+
+    def close(self) -> None:
+        self.reader.close()
+        self._writer.close()
