@@ -1,0 +1,196 @@
+"""select.select: one thread, non-blocking sockets, and a loop that asks which ones are ready.
+
+    python -m legacy.select_server --port 8000
+
+How it waits: each turn builds two lists, the sockets we want to read (the listener, and every
+client that may send more) and the sockets we want to write (every client with output pending),
+and calls `select(readers, writers, [], timeout)`. select does not poll at fixed intervals, as
+the post suggests: the process sleeps in the kernel until a socket is ready or the timeout
+passes, and the timeout is simply the time to the nearest connection deadline. Nothing blocks
+anywhere else: a ready socket gets exactly one `recv` or one `send`, which cannot block.
+
+What one more connection costs: a socket, two small buffers (input inside the protocol core,
+output in `session.out`) and a few entries in lists, no thread at all. But every turn passes
+every socket to the kernel and back, so each turn costs O(connections), busy or idle.
+
+Where it breaks: select's fd_set is a fixed bitmap of FD_SETSIZE (1024) bits, so it cannot
+watch a descriptor numbered 1024 or more. Python raises ValueError for one; C code silently
+corrupts memory. Past the ceiling this server answers new clients 503 and closes, rather than
+crash. One thread means one core, and a slow calculation stalls every client.
+
+What the post got wrong:
+- TCP is a stream, not messages: `recv(1024)` may hold half a request or three pipelined
+  ones. Bytes go into a per-connection buffer (the protocol core) until a request is whole,
+  and answers go into a per-connection output buffer, written as the socket accepts them.
+- `sendall` on a non-blocking socket raises BlockingIOError as soon as the kernel buffer is
+  full, having sent an unknown part. Write with `send` only when select says writable, and
+  keep what did not fit.
+- An empty `recv` means the peer closed; BlockingIOError means "nothing yet" (a spurious
+  wake-up), which is not an error and not EOF.
+- After closing a socket in this turn, stop processing it: it may also be in the writable
+  list returned by the same select call, and its descriptor number may already be reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+
+from app.protocol import Connection, ProtocolError, error_response
+from app.routes import Routes
+from legacy._common import (
+    RECV_SIZE,
+    STOP_GRACE,
+    Session,
+    Timeouts,
+    Wakeup,
+    announce,
+    close_abruptly,
+    close_gently,
+    config_from,
+    current_date,
+    listen,
+    make_parser,
+    make_routes,
+    setup_logging,
+)
+
+log = logging.getLogger("legacy.select")
+
+FD_SETSIZE = 1024  # glibc's fd_set holds descriptors 0..1023; select.select refuses the rest
+ACCEPT_RETRY = 0.1  # seconds without accepting after accept fails (EMFILE: out of descriptors)
+
+
+def refuse(sock: socket.socket) -> None:
+    """Answer 503 to a client select cannot watch; a fresh socket's send buffer has room."""
+    err = ProtocolError("too many connections for select(); try again later", 503)
+    with contextlib.suppress(OSError):
+        sock.send(Connection().send(None, error_response(err), date=current_date()))
+    close_gently(sock)
+
+
+def on_readable(sock: socket.socket, session: Session) -> None:
+    try:
+        data = sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        return  # a spurious wake-up: nothing to read after all
+    except OSError:
+        session.aborted = True  # reset by the peer
+        return
+    session.received(data)  # b"" is the peer's EOF: answer what is buffered, then close
+
+
+def on_writable(sock: socket.socket, session: Session) -> None:
+    try:
+        sent = sock.send(session.out)  # only part may fit; the rest waits for the next turn
+    except BlockingIOError:
+        return
+    except OSError:
+        session.aborted = True
+        return
+    session.sent(sent)  # may produce answers to pipelined requests held back by HIGH_WATER
+
+
+def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeouts) -> None:
+    listener.setblocking(False)
+    sessions: dict[socket.socket, Session] = {}
+
+    def close(sock: socket.socket) -> None:
+        session = sessions.pop(sock)
+        if session.aborted:
+            close_abruptly(sock)
+        else:
+            close_gently(sock)
+
+    def guarded(handler: Callable[[socket.socket, Session], None], sock: socket.socket) -> None:
+        """Run one client's handler; a bug triggered by one client costs only that client."""
+        session = sessions.get(sock)
+        if session is None:
+            return  # closed earlier in this turn: stop processing it
+        try:
+            handler(sock, session)
+        except Exception:
+            log.exception("connection failed")
+            session.aborted = True
+        if session.finished:
+            close(sock)
+
+    accept_after = 0.0
+    stop_by: float | None = None
+    while stop_by is None or (sessions and time.monotonic() < stop_by):
+        if wake.requested and stop_by is None:
+            stop_by = time.monotonic() + STOP_GRACE
+            listener.close()
+            for sock, session in list(sessions.items()):
+                session.stop()
+                if session.finished:
+                    close(sock)
+            continue
+
+        now = time.monotonic()
+        readers = [wake.reader] + [s for s, session in sessions.items() if session.wants_input]
+        if stop_by is None and now >= accept_after:
+            readers.append(listener)
+        writers = [s for s, session in sessions.items() if session.out]
+        # Sleep until a socket is ready or the nearest deadline, whichever comes first.
+        wake_at = [session.deadline for session in sessions.values()]
+        wake_at += [t for t in (accept_after, stop_by) if t is not None and t > now]
+        timeout = max(0.0, min(wake_at) - now) if wake_at else None
+
+        readable, writable, _ = select.select(readers, writers, [], timeout)
+
+        for sock in readable:
+            if sock is wake.reader:
+                wake.drain()
+            elif sock is listener:
+                while True:
+                    try:
+                        client, _address = listener.accept()
+                    except BlockingIOError:
+                        break  # accepted everyone who was waiting
+                    except OSError as err:
+                        log.warning("accept failed: %s", err)
+                        accept_after = time.monotonic() + ACCEPT_RETRY
+                        break
+                    if client.fileno() >= FD_SETSIZE:
+                        refuse(client)
+                        continue
+                    client.setblocking(False)
+                    sessions[client] = Session(routes, timeouts)
+            else:
+                guarded(on_readable, sock)
+        for sock in writable:
+            guarded(on_writable, sock)
+
+        now = time.monotonic()
+        for sock, session in list(sessions.items()):
+            if session.deadline <= now:
+                session.expire()  # 408 when a request was under way; else close silently
+                if session.finished:
+                    close(sock)
+
+    for sock in list(sessions):  # the stop grace ran out
+        sessions[sock].aborted = True
+        close(sock)
+
+
+def main() -> None:
+    setup_logging()
+    config = config_from(make_parser(__doc__).parse_args())
+    routes = make_routes()
+    listener = listen(config)
+    wake = Wakeup()
+    announce(listener)
+    try:
+        serve(listener, wake, routes, config.timeouts)
+    finally:
+        listener.close()
+        wake.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""selectors: the operating system's best readiness API, with a callback riding on each socket.
+
+    python -m legacy.selectors_server --port 8000
+
+How it waits: `selectors.DefaultSelector` is epoll on Linux and kqueue on the BSDs and macOS.
+Unlike select, the kernel keeps the interest list: we `register` a socket once with what we
+want to hear about, `modify` it only when that changes, and `select(timeout)` returns just the
+sockets that are ready. As in the standard library's own example, each registration carries
+its callback in `key.data`, so the loop is three lines: for each ready key, call
+`key.data(mask)`. The timeout is the time to the nearest connection deadline; in between, the
+process sleeps in the kernel and burns nothing.
+
+Interest follows the buffers: EVENT_READ while the session `wants_input` (not done, and less
+than HIGH_WATER of answers waiting), EVENT_WRITE only while output is pending. A socket is
+almost always writable, so asking for EVENT_WRITE with nothing to write would wake the loop
+at once, every turn, forever: a busy loop at 100% CPU.
+
+What one more connection costs: a socket, its buffers, a Client object and one entry in the
+kernel's interest list; waking costs O(ready sockets), not O(all sockets). There is no
+descriptor ceiling beyond `ulimit -n`.
+
+Where it breaks: still one thread on one core, so a slow calculation stalls everyone, and
+every callback must return quickly. Finding the nearest deadline here scans all connections
+each turn (O(n)); asyncio keeps its timers in a heap instead.
+
+What the post got wrong: TCP is a stream (`recv(1024)` may hold half a request or three); an
+empty `recv` means the peer closed, BlockingIOError means nothing yet; `sendall` has no place
+on a non-blocking socket; and once a callback has closed a socket, nothing may touch it again,
+even when the same turn's event list still mentions its (possibly reused) descriptor.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import time
+
+from app.routes import Routes
+from legacy._common import (
+    RECV_SIZE,
+    STOP_GRACE,
+    Session,
+    Timeouts,
+    Wakeup,
+    announce,
+    close_abruptly,
+    close_gently,
+    config_from,
+    listen,
+    make_parser,
+    make_routes,
+    setup_logging,
+)
+
+log = logging.getLogger("legacy.selectors")
+
+ACCEPT_RETRY = 0.1  # seconds without accepting after accept fails (EMFILE: out of descriptors)
+
+
+class Client:
+    """One connection: its socket, its session, and `ready`, the callback in its key.data."""
+
+    def __init__(self, server: Server, sock: socket.socket, session: Session) -> None:
+        self.server = server
+        self.sock = sock
+        self.session = session
+        self.events = selectors.EVENT_READ
+        self.closed = False
+
+    def ready(self, mask: int) -> None:
+        if self.closed:
+            return  # closed earlier in this turn: its descriptor may already be someone else's
+        try:
+            if mask & selectors.EVENT_READ:
+                self._read()
+            if mask & selectors.EVENT_WRITE and self.session.out:
+                self._write()
+        except Exception:  # a bug triggered by one client costs only that client
+            log.exception("connection failed")
+            self.session.aborted = True
+        self.update()
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return  # nothing to read after all
+        except OSError:
+            self.session.aborted = True
+            return
+        self.session.received(data)  # b"" is the peer's EOF
+
+    def _write(self) -> None:
+        try:
+            sent = self.sock.send(self.session.out)  # as much as fits; the rest next time
+        except BlockingIOError:
+            return
+        except OSError:
+            self.session.aborted = True
+            return
+        self.session.sent(sent)
+
+    def update(self) -> None:
+        """Register interest in exactly what the session needs next, or close."""
+        if self.closed:
+            return
+        events = (selectors.EVENT_READ if self.session.wants_input else 0) | (
+            selectors.EVENT_WRITE if self.session.out else 0
+        )
+        if self.session.finished or not events:  # no events and not finished cannot happen
+            self.close()
+        elif events != self.events:
+            self.server.selector.modify(self.sock, events, self.ready)
+            self.events = events
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.selector.unregister(self.sock)
+        self.server.clients.discard(self)
+        if self.session.aborted:
+            close_abruptly(self.sock)
+        else:
+            close_gently(self.sock)
+
+
+class Server:
+    """The loop. Callers: `run()`; it returns after a stop signal, once clients have finished."""
+
+    def __init__(self, listener: socket.socket, routes: Routes, timeouts: Timeouts) -> None:
+        self.listener = listener
+        self.routes = routes
+        self.timeouts = timeouts
+        self.selector = selectors.DefaultSelector()
+        self.clients: set[Client] = set()
+        self.wake = Wakeup()
+        self.accept_after: float | None = None
+        self.stop_by: float | None = None
+        listener.setblocking(False)
+        self.selector.register(listener, selectors.EVENT_READ, self.accept)
+        self.selector.register(self.wake.reader, selectors.EVENT_READ, self.on_signal)
+
+    def accept(self, mask: int) -> None:
+        while True:
+            try:
+                sock, _address = self.listener.accept()
+            except BlockingIOError:
+                return  # accepted everyone who was waiting
+            except OSError as err:  # out of descriptors: stop listening for a moment
+                log.warning("accept failed: %s", err)
+                self.selector.unregister(self.listener)
+                self.accept_after = time.monotonic() + ACCEPT_RETRY
+                return
+            sock.setblocking(False)
+            client = Client(self, sock, Session(self.routes, self.timeouts))
+            self.selector.register(sock, selectors.EVENT_READ, client.ready)
+            self.clients.add(client)
+
+    def on_signal(self, mask: int) -> None:
+        self.wake.drain()
+        if self.stop_by is None:
+            self.stop_by = time.monotonic() + STOP_GRACE
+            if self.accept_after is None:  # else it is unregistered already
+                self.selector.unregister(self.listener)
+            self.accept_after = None
+            self.listener.close()
+            for client in list(self.clients):
+                client.session.stop()
+                client.update()
+
+    def run(self) -> None:
+        while self.stop_by is None or (self.clients and time.monotonic() < self.stop_by):
+            now = time.monotonic()
+            # Sleep until a socket is ready or the nearest deadline, whichever comes first.
+            wake_at = [client.session.deadline for client in self.clients]
+            wake_at += [t for t in (self.accept_after, self.stop_by) if t is not None]
+            timeout = max(0.0, min(wake_at) - now) if wake_at else None
+            for key, mask in self.selector.select(timeout):
+                key.data(mask)
+
+            now = time.monotonic()
+            if self.accept_after is not None and now >= self.accept_after and not self.stop_by:
+                self.selector.register(self.listener, selectors.EVENT_READ, self.accept)
+                self.accept_after = None
+            for client in list(self.clients):
+                if client.session.deadline <= now:
+                    client.session.expire()  # 408 when a request was under way, else silence
+                    client.update()
+        for client in list(self.clients):  # the stop grace ran out
+            client.session.aborted = True
+            client.close()
+        self.selector.close()
+        self.wake.close()
+
+
+def main() -> None:
+    setup_logging()
+    config = config_from(make_parser(__doc__).parse_args())
+    listener = listen(config)
+    server = Server(listener, make_routes(), config.timeouts)
+    announce(listener)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()
