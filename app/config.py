@@ -122,7 +122,7 @@ class Config:
     access_log: bool = option(False, "log one line per request (common log format) to stderr",
                               convert=boolean)
     log_format: str = option("common", "access log format: common (CLF) or json",
-                             convert=choice(*LOG_FORMATS))
+                             convert=choice(*LOG_FORMATS), metavar="common|json")
     log_level: str = option("info", "logging level", convert=choice(*LOG_LEVELS))
     loop: str = option("auto", "event loop: uvloop when importable (auto), or force one",
                        convert=choice(*LOOPS))

@@ -19,9 +19,11 @@ the hot path is a couple of `array[i] += 1` on a memoryview over that array. A w
 a `mmap` of its own file `<dir>/worker-<pid>.bin`; GET /metrics in any worker reads every file
 in the directory, sums them and renders the sum with prometheus_client's exposition code. Only
 the owner ever writes a file, so there are no locks; an aligned 8-byte store is atomic on the
-platforms we run on, so a reader never sees a torn value. A dead worker's file stays (counters
-never go down, as Prometheus requires) and the supervisor zeroes its open-connections gauge.
-With one process there is no directory: the array lives in anonymous memory.
+platforms we run on, so a reader never sees a torn value. When a worker dies the supervisor
+folds its counters into a per-slot `retired-<slot>.bin` (counters never go down, as Prometheus
+requires) and removes its file, under a lock that readers share; so the directory holds one file
+per live worker plus one per slot, however many restarts and reloads. With one process there is
+no directory: the array lives in anonymous memory.
 
 Why not prometheus_client's own multiprocess mode (PROMETHEUS_MULTIPROC_DIR)? Measured on the
 2-core CI box (`python -m app.metrics` runs the comparison with timeit): `labels(..).inc()` plus
@@ -37,6 +39,8 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
+import fcntl
 import mmap
 import os
 from collections.abc import Iterator
@@ -92,6 +96,7 @@ SLOTS: Final = _CALC + len(_KIND_LABELS)
 LAYOUT_VERSION: Final = 1.0 + SLOTS / 1e6  # changes whenever the layout does
 _FILE_SIZE: Final = SLOTS * 8
 _PREFIX: Final = "worker-"
+_RETIRED: Final = "retired-"
 
 
 def route_index(path: str) -> int:
@@ -167,7 +172,7 @@ class Metrics:
         """(worker slot, values) for this process and, with a directory, every worker's file."""
         if self.directory is None:
             return [(int(self._values[_WORKER]), array.array("d", self._values.tobytes()))]
-        return list(read_directory(self.directory))
+        return read_directory(self.directory)
 
     def render(self) -> bytes:
         """The Prometheus text exposition (format 0.0.4) of the sum over all workers."""
@@ -179,33 +184,64 @@ class Metrics:
             self._mmap.close()
 
 
-def read_directory(directory: Path) -> Iterator[tuple[int, array.array[float]]]:
-    """Every worker file's (slot, values); files of other layouts or half-written are skipped."""
-    for path in directory.glob(f"{_PREFIX}*.bin"):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:  # removed between glob and read
-            continue
-        if len(data) != _FILE_SIZE:
-            continue
-        values = array.array("d", data)
-        if values[_MAGIC] != LAYOUT_VERSION:
-            continue
-        yield int(values[_WORKER]), values
-
-
-def mark_process_dead(directory: Path, pid: int) -> None:
-    """Zero a dead worker's gauges; its counters stay so that totals never go down."""
-    path = directory / f"{_PREFIX}{pid}.bin"
+@contextlib.contextmanager
+def _locked(directory: Path, operation: int) -> Iterator[None]:
+    """Readers share the directory; retiring a worker's file takes it alone (microseconds)."""
+    fd = os.open(directory / "lock", os.O_RDONLY | os.O_CREAT, 0o600)
     try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return
-    try:
-        if os.fstat(fd).st_size == _FILE_SIZE:
-            os.pwrite(fd, array.array("d", [0.0]).tobytes(), _OPEN * 8)
+        fcntl.flock(fd, operation)
+        yield
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
+
+
+def _load(path: Path) -> array.array[float] | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(data) != _FILE_SIZE:
+        return None
+    values = array.array("d", data)
+    return values if values[_MAGIC] == LAYOUT_VERSION else None
+
+
+def read_directory(directory: Path) -> list[tuple[int, array.array[float]]]:
+    """(slot, values) of every live worker's file and every slot's retired totals."""
+    found = []
+    with _locked(directory, fcntl.LOCK_SH):
+        for pattern in (f"{_PREFIX}*.bin", f"{_RETIRED}*.bin"):
+            for path in directory.glob(pattern):
+                values = _load(path)
+                if values is not None:
+                    found.append((int(values[_WORKER]), values))
+    return found
+
+
+def retire_worker(directory: Path, pid: int) -> None:
+    """Fold a dead worker's counters into its slot's `retired-<slot>.bin` and remove its file.
+
+    Counters must never go down, so a dead worker's counts stay in the totals; folding them
+    keeps the directory at one file per live worker plus one per slot however often workers
+    are restarted or reloaded. Its open-connections gauge is dropped: those connections died
+    with it.
+    """
+    path = directory / f"{_PREFIX}{pid}.bin"
+    with _locked(directory, fcntl.LOCK_EX):
+        values = _load(path)
+        if values is not None:
+            slot = int(values[_WORKER])
+            archive = directory / f"{_RETIRED}{slot}.bin"
+            total = _load(archive) or array.array("d", bytes(_FILE_SIZE))
+            values[_OPEN] = 0.0
+            for index in range(_OPEN, SLOTS):
+                total[index] += values[index]
+            total[_WORKER] = slot
+            total[_MAGIC] = LAYOUT_VERSION
+            staging = directory / f"{_RETIRED}{slot}.tmp"
+            staging.write_bytes(total.tobytes())
+            os.replace(staging, archive)  # readers see the old totals or the new, never half
+        path.unlink(missing_ok=True)
 
 
 def render(snapshot: list[tuple[int, array.array[float]]]) -> bytes:

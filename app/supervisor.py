@@ -322,12 +322,15 @@ class Supervisor:
             os._exit(code)
 
     def _on_ready(self, worker: _Worker) -> None:
+        if worker not in self.slots[worker.slot].workers:
+            return  # reaped earlier in this batch of events: its descriptor is closed
         try:
             data = os.read(worker.ready_fd, 16)
         except OSError:
             data = b""
         if not data:  # the worker closed its end (it is ready, or it died: SIGCHLD tells)
-            self.selector.unregister(worker.ready_fd)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(worker.ready_fd)
             return
         worker.ready = True
         if not self.announced and all(s.serving() and s.serving()[0].ready for s in self.slots):
@@ -368,7 +371,10 @@ class Supervisor:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(worker.ready_fd)
             os.close(worker.ready_fd)
-            metrics_module.mark_process_dead(self.metrics_dir, pid)
+            try:
+                metrics_module.retire_worker(self.metrics_dir, pid)
+            except OSError:
+                log.exception("could not fold the metrics of worker %d", pid)
             how = _describe(status)
             if worker.retiring or self.stopping:
                 log.info("worker %d (slot %d) %s", pid, index, how)
