@@ -467,7 +467,9 @@ class _Client:
         handle = server.routes.handle
         access = server.access
         metrics = server.metrics
-        now = server.loop.time
+        # Not loop.time(): uvloop's is cached per loop iteration (1 ms steps), so everything
+        # inside this synchronous step would take 0 s.
+        now = time.perf_counter
         started = now()
         out: list[bytes] = []
         size = 0
@@ -701,8 +703,8 @@ def raise_fd_limit(wanted: int) -> None:
             soft = target
     if soft != resource.RLIM_INFINITY and soft < wanted + FD_RESERVE:
         log.warning(
-            "file descriptor limit %d is below --max-connections %d; accepts beyond it will "
-            "wait in the backlog", soft, wanted,
+            "file descriptor limit %d is below --max-connections %d; connections beyond it "
+            "wait in the backlog (asyncio loop) or are reset (uvloop)", soft, wanted,
         )
 
 
