@@ -3,7 +3,7 @@
 What is counted (all names start with `calcserve_`):
 
     http_requests_total{route,status}           counter    every response to a parsed request
-    http_request_duration_seconds{route}         histogram  parse-complete to response-written
+    http_request_duration_seconds{route}         histogram  its bytes read to its response queued
     open_connections                             gauge      connections open right now
     connections_total                            counter    connections accepted
     protocol_errors_total{status}                counter    requests refused by app/protocol.py
