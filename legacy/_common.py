@@ -49,6 +49,7 @@ RECV_SIZE = 64 * 1024  # bytes per recv; the post used 1024, which changes nothi
 HIGH_WATER = 64 * 1024  # pending output that stops reading; asyncio's default write high-water
 BACKLOG = socket.SOMAXCONN  # socketserver's default of 5 drops SYNs under a burst of 200 clients
 STOP_GRACE = 3.0  # seconds busy connections get to finish after SIGTERM; the harness allows 15
+SWEEP_INTERVAL = 0.25  # event loops check deadlines this often at least; the most a timeout is late
 DRAIN_LIMIT = 1024 * 1024  # unread input we discard before close so the kernel sends FIN, not RST
 
 # Legacy defaults (contract): header 10 s (nginx client_header_timeout is 60 s, slowloris needs

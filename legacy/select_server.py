@@ -6,7 +6,8 @@ How it waits: each turn builds two lists, the sockets we want to read (the liste
 client that may send more) and the sockets we want to write (every client with output pending),
 and calls `select(readers, writers, [], timeout)`. select does not poll at fixed intervals, as
 the post suggests: the process sleeps in the kernel until a socket is ready or the timeout
-passes, and the timeout is simply the time to the nearest connection deadline. Nothing blocks
+passes, and the timeout is the time to the nearest connection deadline (deadlines are swept at
+least every SWEEP_INTERVAL, since handling a request can move one earlier). Nothing blocks
 anywhere else: a ready socket gets exactly one `recv` or one `send`, which cannot block.
 
 What one more connection costs: a socket, two small buffers (input inside the protocol core,
@@ -45,6 +46,7 @@ from app.routes import Routes
 from legacy._common import (
     RECV_SIZE,
     STOP_GRACE,
+    SWEEP_INTERVAL,
     Session,
     Timeouts,
     Wakeup,
@@ -119,7 +121,19 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
         if session.finished:
             close(sock)
 
-    accept_after = 0.0
+    def sweep(now: float) -> float:
+        """Expire what is due; return when to look again (O(n), so not on every turn)."""
+        nearest = now + SWEEP_INTERVAL  # deadlines can move earlier between sweeps
+        for sock, session in list(sessions.items()):
+            if session.deadline <= now:
+                session.expire()  # 408 when a request was under way; else close quietly
+                if session.finished:
+                    close(sock)
+            else:
+                nearest = min(nearest, session.deadline)
+        return nearest
+
+    accept_after = next_sweep = 0.0
     stop_by: float | None = None
     while stop_by is None or (sessions and time.monotonic() < stop_by):
         if wake.requested and stop_by is None:
@@ -136,8 +150,8 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
         if stop_by is None and now >= accept_after:
             readers.append(listener)
         writers = [s for s, session in sessions.items() if session.out]
-        # Sleep until a socket is ready or the nearest deadline, whichever comes first.
-        wake_at = [session.deadline for session in sessions.values()]
+        # Sleep until a socket is ready or the next deadline check, whichever comes first.
+        wake_at = [next_sweep] if sessions else []
         wake_at += [t for t in (accept_after, stop_by) if t is not None and t > now]
         timeout = max(0.0, min(wake_at) - now) if wake_at else None
 
@@ -167,11 +181,8 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
             guarded(on_writable, sock)
 
         now = time.monotonic()
-        for sock, session in list(sessions.items()):
-            if session.deadline <= now:
-                session.expire()  # 408 when a request was under way; else close silently
-                if session.finished:
-                    close(sock)
+        if now >= next_sweep:
+            next_sweep = sweep(now)
 
     for sock in list(sessions):  # the stop grace ran out
         sessions[sock].aborted = True

@@ -20,8 +20,8 @@ kernel's interest list; waking costs O(ready sockets), not O(all sockets). There
 descriptor ceiling beyond `ulimit -n`.
 
 Where it breaks: still one thread on one core, so a slow calculation stalls everyone, and
-every callback must return quickly. Finding the nearest deadline here scans all connections
-each turn (O(n)); asyncio keeps its timers in a heap instead.
+every callback must return quickly. Deadlines are checked by a sweep over all connections
+(O(n)) at most every SWEEP_INTERVAL rather than on every turn; asyncio keeps timers in a heap.
 
 What the post got wrong: TCP is a stream (`recv(1024)` may hold half a request or three); an
 empty `recv` means the peer closed, BlockingIOError means nothing yet; `sendall` has no place
@@ -40,6 +40,7 @@ from app.routes import Routes
 from legacy._common import (
     RECV_SIZE,
     STOP_GRACE,
+    SWEEP_INTERVAL,
     Session,
     Timeouts,
     Wakeup,
@@ -168,13 +169,25 @@ class Server:
                 client.session.stop()
                 client.update()
 
+    def sweep(self, now: float) -> float:
+        """Expire what is due; return when to look again (O(n), so not on every turn)."""
+        nearest = now + SWEEP_INTERVAL  # deadlines can move earlier between sweeps
+        for client in list(self.clients):
+            deadline = client.session.deadline
+            if deadline <= now:
+                client.session.expire()  # 408 when a request was under way, else close quietly
+                client.update()
+            else:
+                nearest = min(nearest, deadline)
+        return nearest
+
     def run(self) -> None:
+        next_sweep = 0.0
         while self.stop_by is None or (self.clients and time.monotonic() < self.stop_by):
-            now = time.monotonic()
-            # Sleep until a socket is ready or the nearest deadline, whichever comes first.
-            wake_at = [client.session.deadline for client in self.clients]
+            # Sleep until a socket is ready or the next deadline check, whichever comes first.
+            wake_at = [next_sweep] if self.clients else []
             wake_at += [t for t in (self.accept_after, self.stop_by) if t is not None]
-            timeout = max(0.0, min(wake_at) - now) if wake_at else None
+            timeout = max(0.0, min(wake_at) - time.monotonic()) if wake_at else None
             for key, mask in self.selector.select(timeout):
                 key.data(mask)
 
@@ -182,10 +195,8 @@ class Server:
             if self.accept_after is not None and now >= self.accept_after and not self.stop_by:
                 self.selector.register(self.listener, selectors.EVENT_READ, self.accept)
                 self.accept_after = None
-            for client in list(self.clients):
-                if client.session.deadline <= now:
-                    client.session.expire()  # 408 when a request was under way, else silence
-                    client.update()
+            if now >= next_sweep:
+                next_sweep = self.sweep(now)
         for client in list(self.clients):  # the stop grace ran out
             client.session.aborted = True
             client.close()

@@ -470,14 +470,16 @@ def test_past_1024_descriptors(mode: str, request: pytest.FixtureRequest) -> Non
         if refused_by_design:
             # The last one is surely past the ceiling; once its 503 is here, so are the others'.
             assert read_response(socks[-1], bytearray()).status == 503
-        statuses = []
-        for sock in socks[:-1] if refused_by_design else socks:
-            sock.setblocking(False)  # a socket timeout would make even MSG_DONTWAIT wait
+        asked = socks[:-1] if refused_by_design else socks
+        for sock in asked:
+            sock.setblocking(False)  # a socket timeout would make even MSG_PEEK wait
             try:
-                sock.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:  # nothing unsolicited: not refused, so ask
+                sock.recv(1, socket.MSG_PEEK)  # an unsolicited answer: this one was refused
+            except BlockingIOError:
                 sock.settimeout(30)
                 sock.sendall(raw_request("GET", "/healthz"))
+        statuses = []
+        for sock in asked:  # all asked at once, then all answers read: a crowd, not a queue
             sock.settimeout(30)
             response = read_response(sock, bytearray())
             statuses.append(response.status)
