@@ -602,6 +602,7 @@ class _Parser:
             if (
                 j < n
                 and (nt := toks[j]).isdigit()
+                and nt.isascii()  # "²".isdigit() too: only ASCII digits are numbers
                 and len(nt) < 300
                 and (j + 1 == n or lbp_of.get(toks[j + 1], 99) <= bp)
             ):
@@ -757,13 +758,15 @@ def _parse_int(digits: str) -> int:
 
 
 class _Context:
-    __slots__ = ("parser", "work")
+    __slots__ = ("budget", "parser", "work")
 
-    def __init__(self, parser: _Parser) -> None:
+    def __init__(self, parser: _Parser | None, budget: int = WORK_BUDGET) -> None:
         self.parser = parser
         self.work = 0
+        self.budget = budget
 
     def error(self, cls: type[CalcError], message: str, node: Node) -> CalcError:
+        assert self.parser is not None  # only the tree evaluator reports positioned errors
         return self.parser.fail(cls, message, node.start, node.end)
 
     def charge(self, bits: int) -> None:
@@ -785,7 +788,7 @@ class _Context:
 
     def charge_units(self, units: int) -> None:
         self.work += units
-        if self.work > WORK_BUDGET:
+        if self.work > self.budget:
             raise _Fail(
                 LimitError,
                 "too much work: this expression needs more big-number arithmetic than allowed",

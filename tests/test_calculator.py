@@ -326,6 +326,8 @@ ERRORS: list[tuple[str, type[CalcError], int, int]] = [
     ("sin(2", CalcSyntaxError, 5, 1),
     ("2^", CalcSyntaxError, 2, 1),
     ("1 ! 2", CalcSyntaxError, 3, 1),
+    ("1+²", CalcSyntaxError, 2, 1),  # "²".isdigit() is True, but it is not a number
+    ("1+٣", CalcSyntaxError, 2, 1),  # nor is an Arabic-Indic digit (alone or after an operator)
     # unknown names
     ("sqr(2)", UnknownNameError, 0, 3),
     ("1 + foo", UnknownNameError, 4, 3),
