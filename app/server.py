@@ -488,12 +488,14 @@ class _Client:
                         response = _metrics_response(event, metrics)
                     else:
                         response = handle(event)
-                except Exception:
+                    if server.draining and not response.close:
+                        response = dataclasses.replace(response, close=True)
+                    answer = conn.send(event, response, date=server.date)
+                except Exception:  # a bug in a handler, or a response it cannot be sent as
                     log.exception("handler failed for %s %s", event.method, event.target)
                     response = internal_error_response()
-                if server.draining and not response.close:
-                    response = dataclasses.replace(response, close=True)
-                answer = conn.send(event, response, date=server.date)
+                    response.close = response.close or server.draining
+                    answer = conn.send(event, response, date=server.date)
                 out.append(answer)
                 self.answered += 1
                 elapsed = now() - started

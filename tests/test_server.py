@@ -458,6 +458,8 @@ class ExplodingRoutes(Routes):
     def handle(self, request: Request) -> Response:
         if request.path == "/boom":
             raise RuntimeError("handler bug")
+        if request.path == "/split":  # a response that cannot be serialised (header injection)
+            return Response(200, [("X-Echo", "a\r\nSet-Cookie: b")], b"")
         return super().handle(request)
 
 
@@ -471,6 +473,11 @@ async def test_handler_exception_is_a_500_and_the_connection_carries_on(
         assert failed.status == 500
         assert b"handler bug" not in failed.body and b"Traceback" not in failed.body
         writer.write(request("GET", "/healthz"))  # same connection
+        assert (await read_async(reader)).status == 200
+        writer.write(request("GET", "/split"))
+        split = await read_async(reader)
+        assert split.status == 500 and split.header("set-cookie") is None
+        writer.write(request("GET", "/healthz"))
         assert (await read_async(reader)).status == 200
         writer.close()
         other = await exchange_async(server, request("GET", "/healthz"))  # same server
