@@ -51,7 +51,7 @@ def test_hostile_request(server: ServerProcess, case: Case) -> None:
         assert not says_close, f"{case.name}: connection closed but it need not be ({got})"
     if case.close is True or says_close:
         assert outcome.closed, f"{case.name}: said close but the connection stayed open"
-        assert outcome.extra == b"", f"{case.name}: bytes after the last response: {outcome.extra!r}"
+        assert outcome.extra == b"", f"{case.name}: bytes after the response: {outcome.extra!r}"
     else:
         assert outcome.probe_status == 200, f"{case.name}: follow-up got {outcome.probe_status}"
     # And the server still serves a well-behaved client on a fresh connection.
