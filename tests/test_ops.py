@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.config import parse_config
 from tests.support import ROOT, RawResponse, ServerProcess, read_response, recv_until_closed
 from tests.support import running_server as _running_server
 
@@ -235,6 +237,30 @@ def test_sighup_replaces_every_worker_under_load_and_loses_nothing() -> None:
         assert load.failures == []
         assert load.ok > 100
         assert server.stop() == 0
+
+
+def test_workers_auto_is_one_per_usable_cpu() -> None:
+    assert parse_config(["--workers", "auto"], environ={}).workers == len(os.sched_getaffinity(0))
+    assert parse_config([], environ={"CALCSERVE_WORKERS": "3"}).workers == 3
+    assert parse_config([], environ={}).workers == 1
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting for whoever inherited it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_exit_when_the_supervisor_is_killed() -> None:
+    with running_server("--workers", "2") as server:
+        workers = children(server.proc.pid)
+        assert len(workers) == 2
+        server.proc.kill()  # SIGKILL: no chance to stop them itself
+        server.proc.wait(10)
+        assert wait_for(lambda: all(process_gone(pid) for pid in workers)), "orphaned workers"
 
 
 CRASHING_WORKER = """
