@@ -123,9 +123,10 @@ class Config:
                               convert=boolean)
     log_format: str = option("common", "access log format: common (CLF) or json",
                              convert=choice(*LOG_FORMATS), metavar="common|json")
-    log_level: str = option("info", "logging level", convert=choice(*LOG_LEVELS))
+    log_level: str = option("info", "logging level", convert=choice(*LOG_LEVELS),
+                            metavar="|".join(LOG_LEVELS))
     loop: str = option("auto", "event loop: uvloop when importable (auto), or force one",
-                       convert=choice(*LOOPS))
+                       convert=choice(*LOOPS), metavar="|".join(LOOPS))
     # 1: the server runs in this process. More: a supervisor (app/supervisor.py) pre-forks them
     # on one port (SO_REUSEPORT), restarts the dead, and reloads them one by one on SIGHUP.
     workers: int = option(1, "worker processes; auto = one per CPU", convert=worker_count,
