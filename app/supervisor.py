@@ -186,7 +186,15 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers and supervise them until stopped; returns the exit status."""
-        self._bind()
+        try:
+            self._bind()
+        except OSError as exc:
+            log.critical("cannot listen on %s port %d: %s", self.config.host, self.config.port,
+                         exc)
+            for slot in self.slots:
+                slot.sock.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            return 1
         os.set_blocking(self.wakeup_w, False)
         os.set_blocking(self.wakeup_r, False)
         signal.set_wakeup_fd(self.wakeup_w)

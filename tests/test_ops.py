@@ -305,6 +305,10 @@ def test_metrics_count_every_request_across_workers(workers: str) -> None:
         for _ in range(2):
             assert fetch(server, "", raw).status == 422
             expected["/calculate", "422"] += 1
+        raw = request("POST", "/calculate", b"expr=2*(3", "Accept: text/html",
+                      "Content-Type: application/x-www-form-urlencoded", close=True)
+        assert fetch(server, "", raw).status == 422  # the page, with data-kind="syntax"
+        expected["/calculate", "422"] += 1
         for _ in range(4):
             assert fetch(server, "/nope").status == 404
             expected["other", "404"] += 1
@@ -323,11 +327,12 @@ def test_metrics_count_every_request_across_workers(workers: str) -> None:
         assert requests == {f"{route} {status}": n for (route, status), n in expected.items()}
         assert samples["calcserve_calculator_errors_total", (("kind", "division_by_zero"),)] == 3
         assert samples["calcserve_calculator_errors_total", (("kind", "unknown_name"),)] == 2
+        assert samples["calcserve_calculator_errors_total", (("kind", "syntax"),)] == 1
         assert samples["calcserve_protocol_errors_total", (("status", "400"),)] == 2
         calc = (("route", "/calculate"),)
-        assert samples["calcserve_http_request_duration_seconds_count", calc] == 10
+        assert samples["calcserve_http_request_duration_seconds_count", calc] == 11
         assert samples["calcserve_http_request_duration_seconds_bucket",
-                       (("le", "+Inf"), *calc)] == 10
+                       (("le", "+Inf"), *calc)] == 11
         assert 0 < samples["calcserve_http_request_duration_seconds_sum", calc] < 10
         assert samples["calcserve_connections_total", ()] >= sum(expected.values()) + 2
         assert samples["calcserve_open_connections", ()] >= 1  # this scrape's own
