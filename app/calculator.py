@@ -1268,7 +1268,7 @@ def _log_any(x: Value, base: Value | None, ctx: _Context, name: str) -> Value:
         what = "zero" if _sign(x) == 0 else "a negative number"
         raise _Fail(CalcDomainError, f"{name} of {what} is undefined", 0)
     if base is not None:
-        if _sign(base) <= 0 or base == 1:
+        if _sign(base) <= 0 or _cmp(base, 1) == 0:  # pi/pi is an inexact 1: ln of it is 0
             raise _Fail(CalcDomainError, "logarithm base must be positive and not 1", 1)
         exact = _exact_log(x, base)
         if exact is not None:
@@ -1700,10 +1700,218 @@ def _make_result(text: str, value: Value, ctx: _Context) -> Result:
 
 
 # --------------------------------------------------------------------------------------------
+# Fast path
+#
+# Strategy: most requests are short, valid expressions over small numbers.  For them,
+# _fast_expr() evaluates while it parses (the same Pratt loop as _Parser._expr, with the same
+# binding powers, peephole and depth counting, but no tree) and inlines arithmetic on small ints.
+# It never reports an error itself: at the first sign of trouble -- a syntax error, an unknown
+# name, any _Fail from the arithmetic, or more work than _FAST_BUDGET -- it gives up (_Bail) and
+# evaluate() starts over on the tree path, which produces the positioned error exactly as before.
+# The values come from the same helpers in the same order, so a result is the same either way;
+# and since the fast path's budget is a small fraction of WORK_BUDGET, an input that succeeds on
+# it could not have run out of budget on the tree path.  Giving up wastes at most ~1 ms.
+
+# Work units the fast path may spend before handing over (a function call costs at least 1).
+_FAST_BUDGET: Final = 250
+_SMALL: Final = 1 << 62
+_DIGITS: Final = frozenset("0123456789")
+
+
+class _Bail(Exception):
+    """The fast path leaves this input to the tree path."""
+
+
+def _fraction_unchecked(n: int, d: int) -> Fraction:
+    """Fraction(n, d) for coprime n and d > 1, without Fraction.__new__'s type checks and gcd
+    (what Python 3.12's Fraction._from_coprime_ints does)."""
+    f = _new_object(Fraction)
+    f._numerator = n  # type: ignore[attr-defined]
+    f._denominator = d  # type: ignore[attr-defined]
+    return f
+
+
+_new_object: Final = object.__new__
+try:  # verify the representation once (it is CPython's, unchanged since 3.0's __slots__)
+    _probe = _fraction_unchecked(14, 5)
+    _FAST_FRACTIONS = _probe == Fraction(14, 5) and str(_probe) == "14/5"
+except (AttributeError, TypeError):  # pragma: no cover - another Fraction implementation
+    _FAST_FRACTIONS = False
+
+
+def _ratio(n: int, d: int) -> int | Fraction:
+    """n/d (d != 0) as _normalize(Fraction(n, d)) would give it."""
+    g = math.gcd(n, d)
+    if d < 0:
+        g = -g
+    if g != 1:
+        n //= g
+        d //= g
+    if d == 1:
+        return n
+    if _FAST_FRACTIONS:
+        return _fraction_unchecked(n, d)
+    return Fraction(n, d)  # pragma: no cover
+
+
+def _fast_number(tok: str) -> Value:
+    """A numeric literal token, as _parse_number() reads it."""
+    if len(tok) >= 300:
+        raise _Bail  # long literals: let the tree path pay for them once
+    if tok.isdigit():
+        return int(tok)
+    if "e" in tok or "E" in tok:
+        return _parse_number(tok)
+    whole, _, frac = tok.partition(".")
+    if not frac:
+        return int(whole)
+    return _ratio(int(whole + frac), 10 ** len(frac))
+
+
+def _fast_expr(
+    toks: list[str], n: int, i: int, min_bp: int, depth: int, ctx: _Context
+) -> tuple[Value, int]:
+    """Parse and evaluate toks[i:] up to an operator binding no tighter than min_bp.
+
+    Mirrors _Parser._expr (see there); returns the value and the index of the next token.
+    """
+    if depth > MAX_DEPTH or i >= n:
+        raise _Bail
+    # ---- prefix part
+    tok = toks[i]
+    kind = _PREFIX.get(tok)
+    left: Value
+    if kind is None:
+        first = tok[0]
+        if first in _NUMBER_START and tok != ".":
+            left = _fast_number(tok)
+            i += 1
+        elif first in _NAME_START:
+            name = tok.lower()
+            if i + 1 < n and toks[i + 1] == "(":
+                spec = FUNCTIONS.get(name)
+                if spec is None:
+                    raise _Bail
+                i += 2
+                args: list[Value] = []
+                while True:
+                    value, i = _fast_expr(toks, n, i, 0, depth + 1, ctx)
+                    args.append(value)
+                    if i >= n:
+                        raise _Bail
+                    sep = toks[i]
+                    i += 1
+                    if sep == ")":
+                        break
+                    if sep != ",":
+                        raise _Bail
+                if not spec.min_args <= len(args) <= spec.max_args:
+                    raise _Bail
+                ctx.charge_units(1)
+                left = spec.impl(args, ctx)
+            else:
+                constant = CONSTANTS.get(name)
+                if constant is None:
+                    raise _Bail
+                left = constant
+                i += 1
+        else:
+            raise _Bail
+    elif kind == _P_OPEN:
+        left, i = _fast_expr(toks, n, i + 1, 0, depth + 1, ctx)
+        if i >= n or toks[i] != ")":
+            raise _Bail
+        i += 1
+    elif kind == _P_SIGN:
+        left, i = _fast_expr(toks, n, i + 1, _UNARY_BP, depth + 1, ctx)
+        if tok != "+":
+            left = libmp.mpf_neg(left) if type(left) is tuple else -left  # type: ignore[operator]
+    elif kind == _P_ROOT:
+        operand, i = _fast_expr(toks, n, i + 1, _POWER_BP, depth + 1, ctx)
+        ctx.charge_units(1)
+        left = _f_sqrt([operand], ctx)
+    elif kind == _P_PI:
+        left = _PI
+        i += 1
+    else:
+        raise _Bail
+    # ---- infix / postfix loop
+    lbp_of = _LBP
+    extra = 0
+    while i < n:
+        tok = toks[i]
+        bp = lbp_of.get(tok)
+        if bp is None:
+            raise _Bail
+        if bp <= min_bp:
+            break
+        if bp == _POSTFIX_BP:
+            extra += 1
+            if depth + extra > MAX_DEPTH:
+                raise _Bail
+            left = _factorial(left, ctx)
+            i += 1
+            continue
+        if bp == _POWER_BP:
+            b, i = _fast_expr(toks, n, i + 1, _POWER_BP - 1, depth + 1, ctx)
+            left = _power(left, b, ctx)
+            continue
+        # Binary operator, with _Parser._expr's peephole for a plain integer operand.
+        j = i + 1
+        if (
+            j < n
+            and (nt := toks[j]).isdigit()
+            and nt.isascii()
+            and len(nt) < 300
+            and (j + 1 == n or lbp_of.get(toks[j + 1], 99) <= bp)
+        ):
+            b = int(nt)
+            i = j + 1
+        else:
+            b, i = _fast_expr(toks, n, j, bp, depth + 1, ctx)
+        if (
+            type(left) is int
+            and type(b) is int
+            and -_SMALL < left < _SMALL
+            and -_SMALL < b < _SMALL
+        ):
+            # Small ints: no budget to charge and nothing to approximate.
+            if tok == "+":
+                left = left + b
+            elif tok == "-" or tok == "−":
+                left = left - b
+            elif tok == "*" or tok == "×":
+                left = left * b
+            elif not b:
+                raise _Bail  # division or modulo by zero: the tree path reports it
+            elif tok == "/" or tok == "÷":
+                left = _ratio(left, b)
+            elif tok == "//":
+                left = left // b
+            else:  # %
+                left = left % b
+        else:
+            left = _BINARY[_CANON[tok]](left, b, ctx)
+    return left, i
+
+
+def _fast_evaluate(text: str, toks: list[str]) -> Result | None:
+    """The Result of a well-formed, cheap expression; None to use the tree path instead."""
+    ctx = _Context(None, _FAST_BUDGET)
+    try:
+        value, i = _fast_expr(toks, len(toks), 0, 0, 0, ctx)
+        if i < len(toks):
+            return None
+        return _make_result(text, value, ctx)
+    except (_Bail, _Fail):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
 # Entry points
 
 
-def _parser_for(text: str) -> _Parser:
+def _tokens(text: str) -> list[str]:
     if not isinstance(text, str):
         raise CalcSyntaxError("expression must be text", 0, 1)
     if len(text) > MAX_EXPRESSION_LENGTH:
@@ -1712,17 +1920,26 @@ def _parser_for(text: str) -> _Parser:
             MAX_EXPRESSION_LENGTH,
             len(text) - MAX_EXPRESSION_LENGTH,
         )
-    return _Parser(text, _TOKEN_RE.findall(text))
+    return _TOKEN_RE.findall(text)
 
 
 def parse(text: str) -> Node:
     """Parse ``text`` into a syntax tree (see ``unparse``); raises CalcError."""
-    return _parser_for(text).parse()
+    return _Parser(text, _tokens(text)).parse()
 
 
 def evaluate(text: str) -> Result:
     """Evaluate an expression; raises CalcError (and only CalcError) when it cannot."""
-    parser = _parser_for(text)
+    toks = _tokens(text)
+    result = _fast_evaluate(text, toks)
+    if result is not None:
+        return result
+    return _evaluate_tree(text, toks)
+
+
+def _evaluate_tree(text: str, toks: list[str]) -> Result:
+    """evaluate() by building the syntax tree, then walking it: the path that reports errors."""
+    parser = _Parser(text, toks)
     node = parser.parse()
     ctx = _Context(parser)
     value = node.evaluate(ctx)

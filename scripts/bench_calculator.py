@@ -3,6 +3,8 @@
     python scripts/bench_calculator.py                 # throughput (evaluations/s, µs each)
     python scripts/bench_calculator.py --hostile       # time every hostile expression; exit 1 if
                                                        # any takes more than --bound-ms (100)
+    python scripts/bench_calculator.py --check N       # differential check of the fast path
+                                                       # against the tree path on N random inputs
 
 Throughput: every expression is evaluated from scratch (no caching exists to defeat); each
 figure is the median of --runs runs, each run the mean over enough repetitions to last ~0.2 s.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import random
 import statistics
 import sys
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app import calculator
 from app.calculator import MAX_EXPRESSION_LENGTH, CalcError, evaluate
 
 SHORT = "2*(3+4)/5"
@@ -221,12 +225,79 @@ def hostile(runs: int, bound_ms: float) -> int:
     return 1 if failures else 0
 
 
+_ATOMS = ["0", "1", "2", "3", "7", "10", "12", "255", "0.5", ".25", "3.", "1.07", "19.99",
+          "1e3", "2.5E-4", "1e-7", "4294967296", "9223372036854775807", "99999999999999999999",
+          "pi", "π", "e", "tau", "PI"]
+_FUNCS = ["sqrt", "cbrt", "abs", "exp", "ln", "log", "sin", "cos", "tan", "atan", "floor",
+          "ceil", "round", "trunc", "min", "max", "gcd", "lcm", "hypot", "factorial", "atan2"]
+_OPS = ["+", "-", "*", "/", "//", "%", "^", "**", "×", "÷", "−"]
+_NOISE = ["(", ")", ",", "!", "√", "-", "+", " ", "x", "²", "٣", "$", ".", "sqr", "1", "(("]
+
+
+def _random_expr(rng: random.Random, depth: int = 0) -> str:
+    r = rng.random()
+    if depth > 4 or r < 0.3:
+        atom = rng.choice(_ATOMS)
+        return atom + "!" if rng.random() < 0.05 and atom.isdigit() and len(atom) < 3 else atom
+    if r < 0.45:
+        return rng.choice(["-", "+", "−", "√", ""]) + "(" + _random_expr(rng, depth + 1) + ")"
+    if r < 0.6:
+        nargs = 2 if rng.random() < 0.3 else 1
+        args = ", ".join(_random_expr(rng, depth + 1) for _ in range(nargs))
+        return f"{rng.choice(_FUNCS)}({args})"
+    left, right = _random_expr(rng, depth + 1), _random_expr(rng, depth + 1)
+    return f"{left} {rng.choice(_OPS)} {right}"
+
+
+def _mutate(rng: random.Random, text: str) -> str:
+    """Insert, delete or replace a few characters (to reach the error paths)."""
+    chars = list(text)
+    for _ in range(rng.randint(1, 3)):
+        k = rng.randrange(len(chars) + 1)
+        what = rng.random()
+        if what < 0.4 or not chars:
+            chars.insert(k, rng.choice(_NOISE))
+        elif what < 0.7 and k < len(chars):
+            del chars[k]
+        elif k < len(chars):
+            chars[k] = rng.choice(_NOISE)
+    return "".join(chars)
+
+
+def check(count: int, seed: int) -> int:
+    """The fast path either hands over (None) or gives exactly the tree path's Result."""
+    rng = random.Random(seed)
+    fast_hits = mismatches = 0
+    for k in range(count):
+        text = _random_expr(rng)
+        if k % 3 == 0:
+            text = _mutate(rng, text)
+        toks = calculator._tokens(text)
+        fast = calculator._fast_evaluate(text, toks)
+        try:
+            tree: object = calculator._evaluate_tree(text, toks)
+        except CalcError as err:
+            tree = err
+        if fast is None:
+            continue
+        fast_hits += 1
+        if fast != tree:
+            mismatches += 1
+            print(f"MISMATCH {text!r}: fast {fast!r} tree {tree!r}")
+    print(f"{count} inputs (seed {seed}): fast path answered {fast_hits}, mismatches {mismatches}")
+    return 1 if mismatches else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hostile", action="store_true", help="time the hostile set instead")
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
     parser.add_argument("--bound-ms", type=float, default=100.0, help="hostile bound in ms")
+    parser.add_argument("--check", type=int, metavar="N", help="differential check on N inputs")
+    parser.add_argument("--seed", type=int, default=1, help="seed for --check (default 1)")
     args = parser.parse_args(argv)
+    if args.check:
+        return check(args.check, args.seed)
     if args.hostile:
         return hostile(args.runs, args.bound_ms)
     throughput(args.runs)
