@@ -50,6 +50,7 @@ HIGH_WATER = 64 * 1024  # pending output that stops reading; asyncio's default w
 BACKLOG = socket.SOMAXCONN  # socketserver's default of 5 drops SYNs under a burst of 200 clients
 STOP_GRACE = 3.0  # seconds busy connections get to finish after SIGTERM; the harness allows 15
 SWEEP_INTERVAL = 0.25  # event loops check deadlines this often at least; the most a timeout is late
+ACCEPT_RETRY = 0.1  # seconds without accepting after accept fails (EMFILE: out of descriptors)
 DRAIN_LIMIT = 1024 * 1024  # unread input we discard before close so the kernel sends FIN, not RST
 
 # Legacy defaults (contract): header 10 s (nginx client_header_timeout is 60 s, slowloris needs
@@ -78,11 +79,29 @@ def make_parser(description: str | None) -> argparse.ArgumentParser:
         description=(description or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT, metavar="S")
-    parser.add_argument("--keepalive-timeout", type=float, default=KEEPALIVE_TIMEOUT, metavar="S")
-    parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT, metavar="S")
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT,
+        metavar="S",
+        help="a started request head must be complete within S seconds (else 408)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=KEEPALIVE_TIMEOUT,
+        metavar="S",
+        help="close a connection idle between requests after S seconds",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT,
+        metavar="S",
+        help="a body must arrive, and a reader must make progress, within S seconds",
+    )
     return parser
 
 
@@ -108,6 +127,19 @@ def announce(listener: socket.socket) -> None:
     if ":" in host:
         host = f"[{host}]"
     print(f"listening on http://{host}:{port}", flush=True)
+
+
+_last_accept_warning = 0.0
+
+
+def accept_failed(err: OSError) -> None:
+    """Log a failed accept, at most every 10 s: running out of descriptors tends to last, and
+    a warning per retry would flood the log exactly when the machine is struggling."""
+    global _last_accept_warning
+    now = time.monotonic()
+    if now - _last_accept_warning >= 10.0:
+        _last_accept_warning = now
+        log.warning("accept failed: %s; pausing accepts for %.1f s at a time", err, ACCEPT_RETRY)
 
 
 def make_routes() -> Routes:
@@ -153,6 +185,11 @@ class Session:
         return not (self.done or self.eof) and len(self.out) < HIGH_WATER
 
     @property
+    def idle(self) -> bool:
+        """Between requests, with nothing to write: closing now loses nothing."""
+        return self._phase is Phase.IDLE and not self.out
+
+    @property
     def finished(self) -> bool:
         return self.aborted or (self.done and not self.out)
 
@@ -196,7 +233,7 @@ class Session:
     def stop(self) -> None:
         """Server shutdown: an idle connection closes now, a busy one after its next response."""
         self.stopping = True
-        if self._phase is Phase.IDLE and not self.out:
+        if self.idle:
             self.done = True
 
     def _advance(self) -> None:
@@ -270,7 +307,9 @@ def serve_blocking(sock: socket.socket, session: Session) -> None:
 
     The socket timeout is the session's deadline, so a silent client costs a sleeping thread and
     no CPU. `sendall` blocks while the client does not read, and then this thread does not read
-    either: that is the backpressure. Returns when the connection is done; never raises OSError.
+    either: that is the backpressure. (Since Python 3.5 a timeout bounds the whole `sendall`, so
+    each batch of answers must be taken within one body timeout.) Returns when the connection
+    is done; never raises OSError.
     """
     try:
         while not session.finished:
@@ -302,8 +341,9 @@ class Connections:
     """The blocking models' registry of open connections, so a stop can wake every thread.
 
     `serve(sock)` runs in a connection's own thread (or child process); `stop()` and
-    `wait(timeout)` are for the main thread. Shutting down the read side makes a blocked
-    `recv` return b"" at once: idle connections close, busy ones finish their response.
+    `wait(timeout)` are for the main thread. Shutting down the read side of an idle
+    connection makes its blocked `recv` return b"" at once, so it closes; a busy one finishes
+    its response with `Connection: close`, or runs into its timeout.
     """
 
     def __init__(self, routes: Routes, timeouts: Timeouts) -> None:
@@ -334,9 +374,10 @@ class Connections:
         with self._lock:
             self._stopping = True
             for sock, session in self._open.items():
-                session.stopping = True  # read by the connection's thread; it closes after EOF
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RD)
+                session.stopping = True  # read by the connection's own thread
+                if session.idle:  # wake it with a fake EOF; busy ones finish (or time out)
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RD)
 
     def wait(self, timeout: float) -> bool:
         with self._lock:

@@ -44,12 +44,14 @@ from collections.abc import Callable
 from app.protocol import Connection, ProtocolError, error_response
 from app.routes import Routes
 from legacy._common import (
+    ACCEPT_RETRY,
     RECV_SIZE,
     STOP_GRACE,
     SWEEP_INTERVAL,
     Session,
     Timeouts,
     Wakeup,
+    accept_failed,
     announce,
     close_abruptly,
     close_gently,
@@ -64,7 +66,6 @@ from legacy._common import (
 log = logging.getLogger("legacy.select")
 
 FD_SETSIZE = 1024  # glibc's fd_set holds descriptors 0..1023; select.select refuses the rest
-ACCEPT_RETRY = 0.1  # seconds without accepting after accept fails (EMFILE: out of descriptors)
 
 
 def refuse(sock: socket.socket) -> None:
@@ -167,7 +168,7 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
                     except BlockingIOError:
                         break  # accepted everyone who was waiting
                     except OSError as err:
-                        log.warning("accept failed: %s", err)
+                        accept_failed(err)
                         accept_after = time.monotonic() + ACCEPT_RETRY
                         break
                     if client.fileno() >= FD_SETSIZE:

@@ -38,12 +38,14 @@ import time
 
 from app.routes import Routes
 from legacy._common import (
+    ACCEPT_RETRY,
     RECV_SIZE,
     STOP_GRACE,
     SWEEP_INTERVAL,
     Session,
     Timeouts,
     Wakeup,
+    accept_failed,
     announce,
     close_abruptly,
     close_gently,
@@ -55,8 +57,6 @@ from legacy._common import (
 )
 
 log = logging.getLogger("legacy.selectors")
-
-ACCEPT_RETRY = 0.1  # seconds without accepting after accept fails (EMFILE: out of descriptors)
 
 
 class Client:
@@ -148,7 +148,7 @@ class Server:
             except BlockingIOError:
                 return  # accepted everyone who was waiting
             except OSError as err:  # out of descriptors: stop listening for a moment
-                log.warning("accept failed: %s", err)
+                accept_failed(err)
                 self.selector.unregister(self.listener)
                 self.accept_after = time.monotonic() + ACCEPT_RETRY
                 return

@@ -38,13 +38,16 @@ import socket
 import socketserver
 import time
 from types import FrameType
+from typing import Any
 
 from legacy._common import (
+    ACCEPT_RETRY,
     BACKLOG,
     STOP_GRACE,
     Config,
     Connections,
     Stop,
+    accept_failed,
     announce,
     config_from,
     make_parser,
@@ -90,6 +93,16 @@ class _Setup:
 
     def handle_error(self, request: object, client_address: object) -> None:
         log.exception("connection from %s failed", client_address)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """socketserver drops a failed accept and selects again; out of descriptors, the
+        listener stays readable and that loop would spin. Pause a moment first."""
+        try:
+            return super().get_request()  # type: ignore[misc, no-any-return]
+        except OSError as err:
+            accept_failed(err)
+            time.sleep(ACCEPT_RETRY)
+            raise
 
 
 class ThreadingServer(_Setup, socketserver.ThreadingTCPServer):

@@ -39,9 +39,11 @@ import threading
 import time
 
 from legacy._common import (
+    ACCEPT_RETRY,
     STOP_GRACE,
     Connections,
     Stop,
+    accept_failed,
     announce,
     config_from,
     listen,
@@ -53,8 +55,6 @@ from legacy._common import (
 
 log = logging.getLogger("legacy.threaded")
 
-ACCEPT_RETRY = 0.1  # seconds to back off when accept fails (EMFILE: out of descriptors)
-
 
 def serve_forever(listener: socket.socket, connections: Connections) -> None:
     """Accept until `Stop`: one daemon thread per connection, each running `connections.serve`."""
@@ -62,7 +62,7 @@ def serve_forever(listener: socket.socket, connections: Connections) -> None:
         try:
             sock, _address = listener.accept()
         except OSError as err:  # out of descriptors or the like: keep serving the others
-            log.warning("accept failed: %s", err)
+            accept_failed(err)
             time.sleep(ACCEPT_RETRY)
             continue
         # Daemon: a thread stuck past the stop grace cannot keep the process alive.
