@@ -865,6 +865,8 @@ def _exact_or_approx(v: int | Fraction, ctx: _Context) -> Value:
 def _sign(v: Value) -> int:
     if type(v) is tuple:
         return libmp.mpf_sign(v)  # type: ignore[no-any-return]
+    if type(v) is Fraction:
+        v = v.numerator  # int comparisons: Fraction's go through the numbers ABCs
     return (v > 0) - (v < 0)  # type: ignore[operator]
 
 
@@ -1639,7 +1641,7 @@ def _display_fraction(v: Fraction) -> str:
             digits = str(p * 10**k // q)
             stripped = digits.rstrip("0")
             if len(stripped) <= DISPLAY_DIGITS:
-                return _format(v < 0, stripped, len(digits) - 1 - k)
+                return _format(v.numerator < 0, stripped, len(digits) - 1 - k)
     # exp10 = floor(log10(p/q)), estimated from bit lengths then corrected.
     e = math.floor((_log2_int(p) - _log2_int(q)) * 0.3010299956639812)
     while True:
@@ -1669,7 +1671,7 @@ def _display_fraction(v: Fraction) -> str:
     if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
         e += 1
         digits = digits[:DISPLAY_DIGITS]
-    return _format(v < 0, digits.rstrip("0"), e)
+    return _format(v.numerator < 0, digits.rstrip("0"), e)
 
 
 def _display_mpf(x: MPF) -> str:
@@ -1688,7 +1690,7 @@ def _display_mpf(x: MPF) -> str:
 def _make_result(text: str, value: Value, ctx: _Context) -> Result:
     if type(value) is int:
         return Result(text, _int_to_str(value), True, None)
-    if isinstance(value, Fraction):
+    if type(value) is Fraction:
         num, den = value.numerator, value.denominator
         if den.bit_length() < 13_000 and num.bit_length() < 13_000:
             fraction = f"{num}/{den}"
@@ -1784,7 +1786,7 @@ def _fast_expr(
     if kind is None:
         first = tok[0]
         if first in _NUMBER_START and tok != ".":
-            left = _fast_number(tok)
+            left = int(tok) if tok.isdigit() and len(tok) < 300 else _fast_number(tok)
             i += 1
         elif first in _NAME_START:
             name = tok.lower()
@@ -1854,7 +1856,16 @@ def _fast_expr(
             continue
         if bp == _POWER_BP:
             b, i = _fast_expr(toks, n, i + 1, _POWER_BP - 1, depth + 1, ctx)
-            left = _power(left, b, ctx)
+            if (
+                type(left) is int
+                and type(b) is int
+                and b >= 0
+                and -_SMALL < left < _SMALL
+                and b * left.bit_length() <= 4096
+            ):
+                left = left**b  # what _int_power computes, and below its charging threshold
+            else:
+                left = _power(left, b, ctx)
             continue
         # Binary operator, with _Parser._expr's peephole for a plain integer operand.
         j = i + 1
@@ -1891,8 +1902,43 @@ def _fast_expr(
             else:  # %
                 left = left % b
         else:
-            left = _BINARY[_CANON[tok]](left, b, ctx)
+            exact = _small_exact(tok, left, b)
+            left = _BINARY[_CANON[tok]](left, b, ctx) if exact is None else exact
     return left, i
+
+
+def _small_exact(tok: str, a: Value, b: Value) -> int | Fraction | None:
+    """a <tok> b for small exact operands (terms below 2^62: no charge, nothing to approximate),
+    computed on integers; None when the operands are not that or b is a zero divisor."""
+    ta = type(a)
+    if ta is int:
+        an, ad = cast(int, a), 1
+    elif ta is Fraction:
+        an, ad = cast(Fraction, a).numerator, cast(Fraction, a).denominator
+    else:
+        return None
+    tb = type(b)
+    if tb is int:
+        bn, bd = cast(int, b), 1
+    elif tb is Fraction:
+        bn, bd = cast(Fraction, b).numerator, cast(Fraction, b).denominator
+    else:
+        return None
+    if not (-_SMALL < an < _SMALL and ad < _SMALL and -_SMALL < bn < _SMALL and bd < _SMALL):
+        return None
+    if tok == "+":
+        return _ratio(an * bd + bn * ad, ad * bd)
+    if tok == "-" or tok == "−":
+        return _ratio(an * bd - bn * ad, ad * bd)
+    if tok == "*" or tok == "×":
+        return _ratio(an * bn, ad * bd)
+    if not bn:
+        return None
+    if tok == "/" or tok == "÷":
+        return _ratio(an * bd, ad * bn)
+    if tok == "//":  # Fraction.__floordiv__
+        return (an * bd) // (ad * bn)
+    return _ratio((an * bd) % (bn * ad), ad * bd)  # % as Fraction.__mod__
 
 
 def _fast_evaluate(text: str, toks: list[str]) -> Result | None:
