@@ -210,14 +210,15 @@ class _Fail(Exception):
 # Strategy: one precompiled regex; findall() returns the token strings with whitespace already
 # dropped, which is the cheapest way to split text in CPython.  Positions are only needed for
 # error messages, so they are recomputed from the same regex (finditer) when an error happens.
+# No capturing group and no leading \s*: the regex engine skips whitespace itself (no
+# alternative can start with it), which is ~1/3 faster on spaced-out input.
 
 _TOKEN_RE: Final = re.compile(
-    r"""\s*(
-        (?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?   # number
+    r"""(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?   # number
       | [A-Za-z_][A-Za-z0-9_]*                                # name
-      | \*\*|//|[-+*/%^!(),×÷−√π]                              # operator
-      | \S                                                    # anything else: rejected
-    )""",
+      | \*\*|//                                               # two-character operators
+      | \S                                                    # other operators; the rest is rejected
+    """,
     re.VERBOSE | re.DOTALL,
 )
 _NUMBER_START: Final = frozenset("0123456789.")
@@ -458,7 +459,7 @@ class _Parser:
         if spans is None or len(spans) < end:
             # Positions are only needed for errors: scan just far enough.
             spans = self.spans = list(
-                itertools.islice((m.span(1) for m in _TOKEN_RE.finditer(self.text)), end)
+                itertools.islice((m.span() for m in _TOKEN_RE.finditer(self.text)), end)
             )
         first = spans[start][0]
         last = spans[end - 1][1]
