@@ -217,7 +217,7 @@ _TOKEN_RE: Final = re.compile(
     r"""(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?   # number
       | [A-Za-z_][A-Za-z0-9_]*                                # name
       | \*\*|//                                               # two-character operators
-      | \S                                                    # other operators; the rest is rejected
+      | \S                                                    # one-character operators, or rejected
     """,
     re.VERBOSE | re.DOTALL,
 )
