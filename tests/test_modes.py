@@ -46,7 +46,9 @@ CURL = shutil.which("curl")
 MAIN_ARGS = ("--header-timeout", "30", "--keepalive-timeout", "30", "--body-timeout", "30")
 # Small: a timeout test must finish in seconds. Lower bounds only; never an upper speed limit.
 SHORT = 1.0
-SHORT_ARGS = ("--header-timeout", "1", "--keepalive-timeout", "1", "--body-timeout", "1")
+SHORT_ARGS = tuple(
+    arg for flag in ("header", "keepalive", "body") for arg in (f"--{flag}-timeout", str(SHORT))
+)
 
 SELECT_CEILING = (
     "select() watches descriptors below FD_SETSIZE (1024) only; past that the select server "
