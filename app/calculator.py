@@ -1713,10 +1713,14 @@ def _make_result(text: str, value: Value, ctx: _Context) -> Result:
 # evaluate() starts over on the tree path, which produces the positioned error exactly as before.
 # The values come from the same helpers in the same order, so a result is the same either way;
 # and since the fast path's budget is a small fraction of WORK_BUDGET, an input that succeeds on
-# it could not have run out of budget on the tree path.  Giving up wastes at most ~1 ms.
+# it could not have run out of budget on the tree path.  Giving up wastes at most ~0.5 ms.
 
-# Work units the fast path may spend before handing over (a function call costs at least 1).
-_FAST_BUDGET: Final = 250
+# Work units the fast path may spend before handing over (~0.5 ms here, all of it wasted when
+# it hands over).  Besides the charges of the arithmetic helpers, a function call costs
+# _FAST_CALL_UNITS and any operation beyond small exact numbers 1, so that uncharged work
+# (sqrt of an approximation, long chains of mid-sized fractions) is bounded too.
+_FAST_BUDGET: Final = 100
+_FAST_CALL_UNITS: Final = 3
 _SMALL: Final = 1 << 62
 _DIGITS: Final = frozenset("0123456789")
 
@@ -1810,7 +1814,7 @@ def _fast_expr(
                         raise _Bail
                 if not spec.min_args <= len(args) <= spec.max_args:
                     raise _Bail
-                ctx.charge_units(1)
+                ctx.charge_units(_FAST_CALL_UNITS)
                 left = spec.impl(args, ctx)
             else:
                 constant = CONSTANTS.get(name)
@@ -1831,7 +1835,7 @@ def _fast_expr(
             left = libmp.mpf_neg(left) if type(left) is tuple else -left  # type: ignore[operator]
     elif kind == _P_ROOT:
         operand, i = _fast_expr(toks, n, i + 1, _POWER_BP, depth + 1, ctx)
-        ctx.charge_units(1)
+        ctx.charge_units(_FAST_CALL_UNITS)
         left = _f_sqrt([operand], ctx)
     elif kind == _P_PI:
         left = _PI
@@ -1852,6 +1856,7 @@ def _fast_expr(
             extra += 1
             if depth + extra > MAX_DEPTH:
                 raise _Bail
+            ctx.charge_units(1)
             left = _factorial(left, ctx)
             i += 1
             continue
@@ -1866,6 +1871,7 @@ def _fast_expr(
             ):
                 left = left**b  # what _int_power computes, and below its charging threshold
             else:
+                ctx.charge_units(1)
                 left = _power(left, b, ctx)
             continue
         # Binary operator, with _Parser._expr's peephole for a plain integer operand.
@@ -1904,7 +1910,11 @@ def _fast_expr(
                 left = left % b
         else:
             exact = _small_exact(tok, left, b)
-            left = _BINARY[_CANON[tok]](left, b, ctx) if exact is None else exact
+            if exact is None:
+                ctx.charge_units(1)
+                left = _BINARY[_CANON[tok]](left, b, ctx)
+            else:
+                left = exact
     return left, i
 
 
