@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The files the ops integration touched; --baseline swaps only these.
 BASELINE_FILES = ("app/server.py", "app/config.py", "app/__main__.py")
+GET_PATH: str | None = None
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
@@ -79,6 +80,13 @@ def run_wrk(port: int, seconds: float, corpus: Path, core: int | None) -> dict[s
     argv = ["wrk", "-t1", "-c64", f"-d{seconds:g}s", "--latency", "--timeout=5s", "-s",
             str(ROOT / "scripts" / "bench_post.lua"), f"http://127.0.0.1:{port}", "--", "post",
             str(corpus)]
+    if GET_PATH:  # a cheap request: what the driver adds per request shows most
+        lua = corpus.with_name("get.lua")
+        lua.write_text(f'dofile("{ROOT / "scripts" / "bench_post.lua"}")\n'
+                       "local req\nlocal base_init = init\n"  # Host is known only in init
+                       f'function init(args) base_init(args); req = wrk.format("GET", "{GET_PATH}")'
+                       " end\nfunction request() return req end\n")
+        argv[argv.index("-s") + 1] = str(lua)
     if core is not None:
         argv = ["taskset", "-c", str(core), *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -122,7 +130,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", help="a commit whose server to compare this tree with")
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--get", metavar="PATH",
+                        help="load GET PATH (e.g. /healthz) instead of POST /calculate")
     args = parser.parse_args()
+    global GET_PATH
+    GET_PATH = args.get
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n".join(load_corpus()) + "\n")
