@@ -157,7 +157,8 @@ class Load:
                 raise
         sock.close()  # a stale keep-alive connection: retry once on a new one
         fresh = self.server.connect()
-        return read_response(fresh, (fresh.sendall(raw), bytearray())[1]), fresh
+        fresh.sendall(raw)
+        return read_response(fresh, bytearray()), fresh
 
 
 # -- workers ----------------------------------------------------------------------------------
