@@ -6,17 +6,31 @@ input in the same run. Rounds alternate between the two so machine noise hits bo
 report gives medians of several rounds and the ratio.
 
 Usage: python scripts/bench_protocol.py [--rounds 7] [--seconds 0.5] [--json]
+
+`--server-path` instead replays, per request, exactly the calls app/server.py makes on a kept-alive
+connection (`receive_data`, `next_event` until NEED_DATA, `Routes.handle`, `send` with a cached
+Date) for a wrk-like form POST (varied expressions, as scripts/bench.py's corpus) and for the
+10-header browser GET. It reports CPU microseconds per request (`time.process_time` medians) for
+the protocol alone (a fixed response), the calculator alone, and the whole path; `--callgrind`
+adds instruction counts per request from valgrind (deterministic, whatever the machine's load):
+
+    python scripts/bench_protocol.py --server-path [--callgrind]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -24,7 +38,7 @@ from importlib.metadata import version
 
 import h11
 
-from app.protocol import NEED_DATA, Connection, Request, Response
+from app.protocol import NEED_DATA, Connection, Request, Response, http_date
 
 REQUEST = (
     b"GET /calculate?expr=1%2B2 HTTP/1.1\r\n"
@@ -84,12 +98,165 @@ def rate(fn: Callable[[], bytes], seconds: float) -> float:
             return n / elapsed
 
 
+# --- the server's path ------------------------------------------------------------------------
+
+# What wrk sends with scripts/bench_post.lua: Host, Content-Type, Content-Length, a form body.
+_EXPRESSIONS = ("1+2", "2*3+4", "0.1+0.2", "1/3+1/6", "2^100", "(1+2)*(3+4)*(5+6)", "-7+3*-2",
+                "3.14159*2", "sqrt(2)", "2*pi*6371", "sin(pi/6)", "10!", "100/7*7", "22/7-3")
+POST_BODIES = [urlencode({"expr": f"{e}+{n}"}).encode() for n in range(1, 5)
+               for e in _EXPRESSIONS]
+POST_HEADS = [
+    b"POST /calculate HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(body)
+    for body in POST_BODIES
+]
+POST_REQUESTS = [head + body for head, body in zip(POST_HEADS, POST_BODIES, strict=True)]
+POST_EXPRS = [f"{e}+{n}" for n in range(1, 5) for e in _EXPRESSIONS]
+JSON_BODY = b'{"expr":"1+2","result":"3","exact":true,"fraction":null}\n'
+JSON_HEADERS = [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff"),
+                ("Cache-Control", "no-store"), ("Vary", "Accept")]
+SERVER_DATE = http_date(784111777.0)
+
+
+def _server_step(conn: Connection, data: bytes, handle: Callable[[Request], Response]) -> int:
+    """One read's worth of app/server.py `_respond`, minus metrics and logging; bytes out."""
+    conn.receive_data(data)
+    size = 0
+    while True:
+        event = conn.next_event()
+        if type(event) is Request:
+            if event.path == "/metrics":
+                raise AssertionError("not benchmarked")
+            response = handle(event)
+            answer = conn.send(event, response, date=SERVER_DATE)
+            size += len(answer) + response.status + len(response.body) + len(event.method)
+        elif event is NEED_DATA:
+            return size
+        else:
+            raise AssertionError(f"unexpected {event!r}")
+
+
+def _fixed_json(request: Request) -> Response:
+    return Response(200, list(JSON_HEADERS), JSON_BODY)
+
+
+def make_cases() -> dict[str, Callable[[int], None]]:
+    """name -> run(n): n requests of that case on one kept-alive connection."""
+    from app.calculator import evaluate
+    from app.routes import Routes, load_assets
+
+    handle = Routes(load_assets()).handle
+    posts = POST_REQUESTS
+    count = len(posts)
+
+    def post_protocol(n: int) -> None:
+        conn = Connection()
+        for i in range(n):
+            _server_step(conn, posts[i % count], _fixed_json)
+
+    def post_route(n: int) -> None:
+        conn = Connection()
+        for i in range(n):
+            _server_step(conn, posts[i % count], handle)
+
+    def post_calculator(n: int) -> None:
+        exprs = POST_EXPRS
+        for i in range(n):
+            evaluate(exprs[i % count])
+
+    def get_protocol(n: int) -> None:
+        conn = Connection()
+        for _ in range(n):
+            _server_step(conn, REQUEST, _fixed_json)
+
+    def get_calculator(n: int) -> None:
+        for _ in range(n):
+            evaluate("1+2")  # the browser GET's ?expr=1%2B2
+
+    def get_route(n: int) -> None:
+        conn = Connection()
+        for _ in range(n):
+            _server_step(conn, REQUEST, handle)
+
+    return {"post_protocol": post_protocol, "post_route": post_route,
+            "post_calculator": post_calculator, "get_protocol": get_protocol,
+            "get_calculator": get_calculator, "get_route": get_route}
+
+
+def cpu_us_per_request(run: Callable[[int], None], n: int, rounds: int) -> float:
+    run(n // 10 + 1)  # warm caches and the specialising interpreter
+    samples = []
+    for _ in range(rounds):
+        start = time.process_time()
+        run(n)
+        samples.append((time.process_time() - start) / n * 1e6)
+    return statistics.median(samples)
+
+
+def callgrind_instructions(case: str, n: int) -> float:
+    """Instructions per request: valgrind runs of n and 0 requests, differenced."""
+    totals = []
+    for loops in (0, n):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "cg.out")
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                 sys.executable, __file__, "--replay", case, str(loops)],
+                check=True, capture_output=True,
+            )
+            with open(out) as f:
+                totals.append(int(re.findall(r"^summary: (\d+)", f.read(), re.M)[-1]))
+    return (totals[1] - totals[0]) / n
+
+
+def server_path(args: argparse.Namespace) -> int:
+    cases = make_cases()
+    result: dict[str, dict[str, float]] = {}
+    for name, run in cases.items():
+        entry = {"cpu_us": round(cpu_us_per_request(run, args.requests, args.rounds), 2)}
+        if args.callgrind:
+            entry["instructions"] = round(callgrind_instructions(name, args.callgrind))
+        result[name] = entry
+    for kind in ("post", "get"):
+        route, proto = result[f"{kind}_route"], result[f"{kind}_protocol"]
+        calc = result.get(f"{kind}_calculator", {"cpu_us": 0.0, "instructions": 0})
+        extra: dict[str, float] = {
+            "cpu_us": round(route["cpu_us"] - proto["cpu_us"] - calc["cpu_us"], 2)}
+        if "instructions" in route:
+            extra["instructions"] = (route["instructions"] - proto["instructions"]
+                                     - calc.get("instructions", 0))
+        result[f"{kind}_routes_only"] = extra
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"per request, kept-alive connection; {args.rounds} rounds x {args.requests} requests,"
+          " medians of CPU time" + (f"; callgrind over {args.callgrind}" if args.callgrind else ""))
+    for name, entry in result.items():
+        line = f"{name:18} {entry['cpu_us']:8.2f} us"
+        if "instructions" in entry:
+            line += f"  {entry['instructions']:10,.0f} instructions"
+        print(line)
+    print("(routes_only = route - protocol - calculator: the cost of app/routes.py itself)")
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--replay":  # a callgrind child
+        make_cases()[sys.argv[2]](int(sys.argv[3]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.5, help="per round and parser")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--server-path", action="store_true",
+                        help="replay app/server.py's per-request calls (see the docstring)")
+    parser.add_argument("--requests", type=int, default=5000, help="per round (--server-path)")
+    parser.add_argument("--callgrind", type=int, nargs="?", const=2000, default=0,
+                        metavar="N", help="with --server-path: instructions over N requests")
     args = parser.parse_args()
+    if args.server_path:
+        return server_path(args)
 
     calcserve_once()
     h11_once()  # warm both, and prove both paths work before timing them
