@@ -26,13 +26,16 @@ per live worker plus one per slot, however many restarts and reloads. With one p
 no directory: the array lives in anonymous memory.
 
 Why not prometheus_client's own multiprocess mode (PROMETHEUS_MULTIPROC_DIR)? Measured on the
-2-core CI box (`python -m app.metrics` runs the comparison with timeit): `labels(..).inc()` plus
-`labels(..).observe()` costs 6.5 us single-process and 9.3 us in multiprocess mode (4.7 us even
-with the children cached), and the connection gauge another 3 us; the slot array costs 0.3-0.6 us
-for the same counter + histogram update. The server spends ~40 us per keep-alive request, so the
-library would cost ~20% of throughput; the slots cost ~1%. prometheus_client is still used, but
-only off the hot path: a custom collector feeds `generate_latest`, which owns the text format
-(escaping, `le` labels, `_bucket`/`_sum`/`_count`), so we do not write the exposition by hand.
+2-core CI box (`python -m app.metrics` runs the comparison with timeit): a connection gauge
+inc/dec plus `labels(..).inc()` plus `labels(..).observe()` costs 9-12 us in multiprocess mode
+(6.5 us single-process; 4.7 us even with the labelled children cached), the slot array 0.3-0.8 us
+for the same work. Everything the driver adds per request (two perf_counter reads, the /metrics
+test, `request_done`, the 422 test) is ~0.9 us by timeit, against 45-170 us of server CPU per
+request on that box (GET /healthz to POST /calculate, scripts/bench_ops.py): about 1-2%, where
+the library would cost 10-20%. prometheus_client is still used, but only off the hot path: a
+custom collector feeds `generate_latest`, which owns the text format (escaping, `le` labels,
+`_bucket`/`_sum`/`_count`), so we do not write the exposition by hand. It is imported on the
+first scrape.
 """
 
 from __future__ import annotations

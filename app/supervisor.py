@@ -155,7 +155,9 @@ class Supervisor:
         self.count = count
         self.worker_main = worker_main
         self.slots: list[_Slot] = []
-        self.metrics_dir = Path(tempfile.mkdtemp(prefix="calcserve-metrics-"))
+        # tmpfs when there is one: the workers' counter pages are then never written to disk.
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="calcserve-metrics-", dir=shm))
         self.selector = selectors.DefaultSelector()
         self.wakeup_r, self.wakeup_w = os.pipe()
         self.stopping = False
@@ -318,6 +320,8 @@ class Supervisor:
 
             context = WorkerContext(index, self.slots[index].sock, self.metrics_dir, ready)
             code = self.worker_main(self.config, context)
+            if os.getppid() != parent:  # orphaned: nobody is left to remove the directory
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
