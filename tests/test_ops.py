@@ -200,7 +200,7 @@ def test_sigkill_of_a_worker_is_repaired_while_clients_get_answers() -> None:
 
 def test_sigterm_with_requests_in_flight_drains_and_exits_0() -> None:
     with running_server("--workers", "2", "--graceful-timeout", "10") as server:
-        busy = [server.connect() for _ in range(4)]  # several, so that both workers hold some
+        busy = [server.connect() for _ in range(4)]  # several: most likely on both workers
         body = b"expr=6*7"
         raw = request("POST", "/calculate", body, "Accept: application/json",
                       "Content-Type: application/x-www-form-urlencoded")
