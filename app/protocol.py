@@ -24,6 +24,7 @@ HTTP/1.0; chunk sizes ASCII hex, bounded; trailers validated and kept apart from
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 from dataclasses import dataclass, field, replace
@@ -184,9 +185,15 @@ CLOSED: Final = Closed.CLOSED
 """Sentinel from `next_event`: no more requests; finish writing, then close."""
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    """One complete request: head and whole body."""
+    """One complete request: head and whole body. Read-only by convention (compares by value).
+
+    A plain slots class rather than a frozen dataclass: the server builds one per request, and a
+    frozen dataclass's `__init__` goes through `object.__setattr__` for every field.
+    """
+
+    __slots__ = ("_index", "body", "headers", "keep_alive", "method", "path", "query", "target",
+                 "trailers", "version")
 
     method: str
     target: str
@@ -196,14 +203,56 @@ class Request:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     keep_alive: bool
-    trailers: tuple[tuple[str, str], ...] = ()
+    trailers: tuple[tuple[str, str], ...]
+
+    def __init__(
+        self, method: str, target: str, path: str, query: str, version: str,
+        headers: tuple[tuple[str, str], ...], body: bytes, keep_alive: bool,
+        trailers: tuple[tuple[str, str], ...] = (), *,
+        _index: dict[str, str] | None = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.trailers = trailers
+        self._index = _index  # first value per name, shared with a cached head; built lazily
 
     def header(self, name: str) -> str | None:
         """The first value of the field `name` (lower-case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        index = self._index
+        if index is None:
+            index = self._index = _first_values(self.headers)
+        return index.get(name)
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.method, self.target, self.path, self.query, self.version, self.headers,
+                self.body, self.keep_alive, self.trailers)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Request:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        names = ("method", "target", "path", "query", "version", "headers", "body", "keep_alive",
+                 "trailers")
+        return "Request(" + ", ".join(
+            f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True)) + ")"
+
+
+def _first_values(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for name, value in reversed(headers):
+        index[name] = value
+    return index
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,16 +614,19 @@ class Connection:
     `send(None, error_response(err))` and close. `phase` tells a driver which timeout applies.
     """
 
-    __slots__ = ("_buf", "_closed", "_decoder", "_eof", "_head", "_lines", "_max_body",
+    __slots__ = ("_buf", "_closed", "_decoder", "_eof", "_head", "_index", "_lines", "_max_body",
                  "_must_close", "_parts", "_scan", "_search")
 
     def __init__(self, *, max_body_size: int = MAX_BODY_SIZE) -> None:
-        self._buf = bytearray()
+        # Unparsed input. bytes while it is one peer read as received (no copy: the common case),
+        # a bytearray once reads have to be joined or a long pipeline consumed from the front.
+        self._buf: bytes | bytearray = b""
         self._max_body = max_body_size
         self._eof = False
         self._closed = False  # next_event will only ever return CLOSED
         self._must_close = False  # the connection ends after the current response
         self._head: Head | None = None
+        self._index: dict[str, str] | None = None  # the head's first value per field name
         self._decoder: ChunkedDecoder | None = None
         self._parts: list[bytes] = []
         self._search = 0  # where the b"\r\n\r\n" search resumes
@@ -586,7 +638,30 @@ class Connection:
         if not data:
             self._eof = True
         elif not self._closed:
-            self._buf += data
+            buf = self._buf
+            if not buf:
+                self._buf = data if type(data) is bytes else bytes(data)
+            elif type(buf) is bytes:
+                joined = bytearray(buf)
+                joined += data
+                self._buf = joined
+            else:
+                buf += data
+
+    def _drop(self, n: int) -> None:
+        # Consume the first n buffered bytes. Slicing bytes copies what is left, so a long rest
+        # (a pipeline) moves to a bytearray once, whose front deletions are O(1) in CPython.
+        buf = self._buf
+        if isinstance(buf, bytes):
+            left = len(buf) - n
+            if not left:
+                self._buf = b""
+            elif left <= _SLICE_LIMIT:
+                self._buf = buf[n:]
+            else:
+                self._buf = bytearray(memoryview(buf)[n:])
+        else:
+            del buf[:n]
 
     @property
     def phase(self) -> Phase:
@@ -612,15 +687,17 @@ class Connection:
         except ProtocolError:
             self._closed = True
             self._must_close = True
-            self._buf.clear()
+            self._buf = b""
             raise
 
     def _maybe_read_head(self) -> Request | ExpectContinue | NeedData | Closed:
         buf = self._buf
-        # RFC 9112 2.2: ignore empty lines received before the request line.
-        while buf.startswith(b"\r\n"):
-            del buf[:2]
-            self._search = self._scan = self._lines = 0
+        if buf[:2] == b"\r\n":
+            # RFC 9112 2.2: ignore empty lines received before the request line.
+            buf = self._buf = bytearray(buf)
+            while buf.startswith(b"\r\n"):
+                del buf[:2]
+                self._search = self._scan = self._lines = 0
         end = buf.find(b"\r\n\r\n", self._search) + 4
         if end < 4:
             if not buf:
@@ -633,19 +710,25 @@ class Connection:
                 raise ProtocolError("connection closed in the middle of a request head")
             self._search = max(0, len(buf) - 3)
             return NEED_DATA
-        if end == len(buf):  # the common case: exactly one head, nothing behind it
-            head = parse_head(buf, max_body_size=self._max_body)
-            buf.clear()
+        raw = buf if end == len(buf) else buf[:end]
+        if type(raw) is not bytes:
+            raw = bytes(raw)
+        index: dict[str, str] | None
+        cached = _HEAD_CACHE.get(raw)
+        if cached is not None and cached[0].content_length <= self._max_body:
+            head, index = cached
         else:
-            head = parse_head(buf[:end], max_body_size=self._max_body)
-            del buf[:end]
+            head = parse_head(raw, max_body_size=self._max_body)
+            index = _remember_head(raw, head)
+        self._drop(end)
         self._search = self._scan = self._lines = 0
         if head.chunked:
             self._decoder = ChunkedDecoder(self._max_body)
         elif not head.content_length:
-            return self._complete(head, b"")
+            return self._complete(head, index, b"")
         self._head = head
-        if head.expect_continue and not buf:
+        self._index = index
+        if head.expect_continue and not self._buf:
             return _EXPECT_CONTINUE
         return self._maybe_read_body(head)
 
@@ -654,45 +737,78 @@ class Connection:
         decoder = self._decoder
         if decoder is None:
             n = head.content_length
-            if len(buf) >= n:
-                body = bytes(buf[:n])
-                del buf[:n]
-                return self._complete(head, body)
+            have = len(buf)
+            if have >= n:
+                body = buf[:n] if have > n else buf
+                if type(body) is not bytes:
+                    body = bytes(body)
+                self._drop(n)
+                return self._complete(head, self._index, body)
         elif buf:
-            self._parts.append(decoder.feed(bytes(buf)))
-            buf.clear()
+            self._parts.append(decoder.feed(buf if type(buf) is bytes else bytes(buf)))
+            self._buf = b""
             if decoder.done:
-                buf += decoder.unused
+                self._buf = decoder.unused
                 body = b"".join(self._parts)
                 self._parts = []
                 self._decoder = None
-                return self._complete(head, body, decoder.trailers)
+                return self._complete(head, self._index, body, decoder.trailers)
         if self._eof:
             raise ProtocolError("connection closed in the middle of a request body")
         return NEED_DATA
 
     def _complete(
-        self, head: Head, body: bytes, trailers: tuple[tuple[str, str], ...] = ()
+        self, head: Head, index: dict[str, str] | None, body: bytes,
+        trailers: tuple[tuple[str, str], ...] = (),
     ) -> Request:
         self._head = None
+        self._index = None
         if not head.keep_alive:
             self._closed = True
             self._must_close = True
-            self._buf.clear()
+            self._buf = b""
         return Request(head.method, head.target, head.path, head.query, head.version,
-                       head.headers, body, head.keep_alive, trailers)
+                       head.headers, body, head.keep_alive, trailers, _index=index)
 
     def send(self, request: Request | None, response: Response, *,
              date: bytes | None = None) -> bytes:
         """The bytes of `response` to `request` (None: an error before a request was parsed)."""
-        if self._must_close and not response.close:
+        close = response.close or request is None or not request.keep_alive
+        if self._must_close and not close:
             response = replace(response, close=True)
+            close = True
         data = render(request, response, date=date)
-        if response.close or request is None or not request.keep_alive:
+        if close:
             self._closed = True
             self._must_close = True
-            self._buf.clear()
+            self._buf = b""
         return data
+
+
+# A rest of a read up to this size is sliced (copied) per request; beyond, kept in a bytearray.
+_SLICE_LIMIT: Final = 4096
+
+# Strategy: clients resend identical heads (a browser's, a load generator's, a proxy's), and
+# parsing is a pure function of the head's bytes, so parsed heads are remembered keyed by those
+# exact bytes. Errors are never cached (they raise), and the only input besides the bytes, a
+# connection's body limit, is re-checked on every hit (a head over it is parsed again, to raise
+# its 413). Bounded in entries and in bytes per entry, evicted oldest first, shared by all
+# connections (dict operations are atomic under the GIL; a racing eviction is tolerated).
+HEAD_CACHE_SIZE: Final = 256
+HEAD_CACHE_MAX_BYTES: Final = 2048  # a browser's head with a few cookies; 256 x 2 KiB ~ 1.5 MiB
+_HEAD_CACHE: dict[bytes, tuple[Head, dict[str, str]]] = {}
+
+
+def _remember_head(raw: bytes, head: Head) -> dict[str, str] | None:
+    if len(raw) > HEAD_CACHE_MAX_BYTES:
+        return None
+    index = _first_values(head.headers)
+    cache = _HEAD_CACHE
+    if len(cache) >= HEAD_CACHE_SIZE:
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # a racing eviction
+            del cache[next(iter(cache))]
+    cache[raw] = (head, index)
+    return index
 
 
 # --- serialising ----------------------------------------------------------------------------------
@@ -716,31 +832,60 @@ _STATUS_LINES: Final = {int(s): _status_line(int(s)) for s in HTTPStatus}
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 
 
+_STATUS_LINE_BYTES: Final = {s: line.encode("latin-1") for s, line in _STATUS_LINES.items()}
+
+# Responses repeat the same few header lists (routes builds them from constants), so each list's
+# validated, encoded block is remembered, keyed by its items; bounded like the head cache.
+HEADER_BLOCK_CACHE_SIZE: Final = 256
+HEADER_BLOCK_MAX_BYTES: Final = 1024
+_HEADER_BLOCKS: dict[tuple[tuple[str, str], ...], bytes] = {}
+
+
+def _header_block(headers: list[tuple[str, str]]) -> bytes:
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    count = len(headers)
+    if fields.count("\n") != count or fields.count("\r") != count:
+        raise ValueError("CR or LF inside a response header field")
+    block = fields.encode("latin-1")
+    # Only pairs of str are remembered: the key must compare equal exactly when the text does.
+    if len(block) <= HEADER_BLOCK_MAX_BYTES and all(
+        type(item) is tuple and type(item[0]) is str and type(item[1]) is str for item in headers
+    ):
+        cache = _HEADER_BLOCKS
+        if len(cache) >= HEADER_BLOCK_CACHE_SIZE:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del cache[next(iter(cache))]
+        cache[tuple(headers)] = block
+    return block
+
+
 def render(request: Request | None, response: Response, *, date: bytes | None = None) -> bytes:
     """Serialise `response` to `request`: Content-Length always (but 1xx/204/304), Connection as
     needed, head only for HEAD."""
     status = response.status
-    line = _STATUS_LINES.get(status) or _status_line(status)
-    fields = "".join([f"{name}: {value}\r\n" for name, value in response.headers])
-    count = len(response.headers)
-    if fields.count("\n") != count or fields.count("\r") != count:
-        raise ValueError("CR or LF inside a response header field")
+    headers = response.headers
+    try:
+        block = _HEADER_BLOCKS.get(tuple(headers))
+    except TypeError:
+        block = None
+    if block is None:
+        block = _header_block(headers)
+    line = _STATUS_LINE_BYTES.get(status) or _status_line(status).encode("latin-1")
     body = response.body
     if status in _NO_BODY_STATUS or status < 200:
-        framing = ""
+        framing = b""
         body = b""
     else:
-        framing = f"Content-Length: {len(body)}\r\n"
+        framing = b"Content-Length: %d\r\n" % len(body)
     if response.close or request is None or not request.keep_alive:
-        framing += "Connection: close\r\n"
+        framing += b"Connection: close\r\n"
     elif request.version == "1.0":
-        framing += "Connection: keep-alive\r\n"
-    if date is not None:
-        framing += "Date: " + date.decode("ascii") + "\r\n"
-    head = (line + fields + framing + "\r\n").encode("latin-1")
+        framing += b"Connection: keep-alive\r\n"
     if request is not None and request.method == "HEAD":
-        return head
-    return head + body
+        body = b""
+    if date is None:
+        return b"%s%s%s\r\n%s" % (line, block, framing, body)
+    return b"%s%s%sDate: %s\r\n\r\n%s" % (line, block, framing, date, body)
 
 
 def error_response(err: ProtocolError) -> Response:

@@ -536,3 +536,53 @@ def test_chunked_decoder_incremental_and_unused() -> None:
     assert out == b"abc" and dec.done and dec.trailers == (("t", "1"),) and dec.unused == b"GET"
     dec.feed(b" /")
     assert dec.unused == b"GET /"
+
+
+# --- the parsed-head cache and the buffer (same answers however often a head is seen) ---
+
+
+def test_repeated_head_gives_equal_requests_and_header_lookup() -> None:
+    data = b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n"
+    first, second = (run(data)[0] for _ in range(2))
+    assert isinstance(first, Request) and first == second and first is not second
+    assert first.header("x-a") == "1" and first.header("x-b") is None
+    built = Request("GET", "/x?a=1", "/x", "a=1", "1.1", first.headers, b"", True)
+    assert built == first and hash(built) == hash(first) and built.header("x-a") == "1"
+    assert "path='/x'" in repr(first)
+
+
+def test_cached_head_still_obeys_a_smaller_body_limit() -> None:
+    data = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"
+    ok = run(data)[0]
+    assert isinstance(ok, Request) and ok.body == b"0123456789"
+    err = run(data, max_body_size=9)[0]
+    assert isinstance(err, ProtocolError) and err.status == 413
+    again = run(data)[0]
+    assert isinstance(again, Request) and again.body == b"0123456789"
+
+
+def test_head_cache_is_bounded() -> None:
+    from app import protocol
+
+    for i in range(protocol.HEAD_CACHE_SIZE + 50):
+        assert isinstance(run(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)[0], Request)
+    big = b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * protocol.HEAD_CACHE_MAX_BYTES + b"\r\n\r\n"
+    assert isinstance(run(big)[0], Request)
+    assert len(protocol._HEAD_CACHE) <= protocol.HEAD_CACHE_SIZE
+    assert all(len(raw) <= protocol.HEAD_CACHE_MAX_BYTES for raw in protocol._HEAD_CACHE)
+
+
+@pytest.mark.parametrize("count", [1, 3, 200])
+def test_long_pipeline_in_one_read_then_split_reads(count: int) -> None:
+    one = b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+    conn = Connection()
+    conn.receive_data(one * count + one[:20])
+    seen = 0
+    while (event := conn.next_event()) is not NEED_DATA:
+        assert isinstance(event, Request) and event.body == b"abc"
+        seen += 1
+    assert seen == count and conn.phase is Phase.HEAD
+    conn.receive_data(one[20:])
+    assert conn.next_event() == Request("POST", "/p", "/p", "", "1.1", (("host", "h"),
+                                        ("content-length", "3")), b"abc", True)
+    assert conn.next_event() is NEED_DATA
