@@ -3,6 +3,7 @@
 
     python scripts/fuzz.py --minutes 10            # protocol and calculator, time split evenly
     python scripts/fuzz.py --minutes 3 --only protocol
+    python scripts/fuzz.py --minutes 5 --only wire --mode select   # driver vs core, over sockets
 
 Hypothesis has no time budget of its own, so the run is a loop of batches (each a fresh random
 seed of `--batch` examples) until the time is up. Every example run is counted; a batch that
@@ -27,6 +28,8 @@ from hypothesis import strategies as st
 
 from tests import test_fuzz as props
 from tests import test_fuzz_calculator as calc_props
+from tests import test_fuzz_wire as wire_props
+from tests.support import MODES, running_server
 
 Check = Callable[..., None]
 
@@ -84,16 +87,30 @@ def run_property(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--only", choices=sorted(TARGETS), default=None)
+    parser.add_argument("--only", choices=[*sorted(TARGETS), "wire"], default=None)
     parser.add_argument("--batch", type=int, default=2000, help="examples per hypothesis run")
+    parser.add_argument("--mode", choices=MODES, default="asyncio", help="server for --only wire")
     args = parser.parse_args(argv)
+    if args.only == "wire":
+        with running_server(args.mode, "--header-timeout", "5", "--body-timeout", "5") as server:
+            targets = [(f"wire: {args.mode} driver == core", props.http_stream(),
+                        lambda data: wire_props.check_wire(server, data))]
+            code = run_all(targets, args.minutes, args.batch)
+            tracebacks = server.stderr_text().count("Traceback")
+            alive = server.proc.poll() is None
+        print(f"server {args.mode}: alive={alive}, {tracebacks} tracebacks in its log")
+        return code or int(not alive or tracebacks > 0)
     chosen = [t for key, ts in TARGETS.items() if args.only in (None, key) for t in ts]
-    share = args.minutes * 60 / len(chosen)
+    return run_all(chosen, args.minutes, args.batch)
+
+
+def run_all(chosen: list[tuple[str, Any, Check]], minutes: float, batch: int) -> int:
+    share = minutes * 60 / len(chosen)
     results = []
     started = time.monotonic()
     for name, strategy, check in chosen:
         print(f"fuzzing: {name} for {share:.0f}s", flush=True)
-        results.append(run_property(name, strategy, check, share, args.batch))
+        results.append(run_property(name, strategy, check, share, batch))
     print(f"\n{'property':48} {'examples':>9} {'ex/s':>7} {'batches':>7} {'failures':>8}")
     for r in results:
         rate = r["examples"] / max(r["seconds"], 1e-9)
