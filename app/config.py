@@ -119,7 +119,7 @@ class Config:
     graceful_timeout: float = option(
         10.0, "on SIGTERM/SIGINT, seconds in-flight requests get to finish",
         convert=positive_float, metavar="SECONDS")
-    access_log: bool = option(False, "log one line per request to stderr (see --log-format)",
+    access_log: bool = option(True, "log one line per request to stderr (see --log-format)",
                               convert=boolean)
     log_format: str = option("common", "access log format: common (CLF) or json",
                              convert=choice(*LOG_FORMATS), metavar="common|json")

@@ -743,7 +743,9 @@ def server_specs(
         # Every mode takes --keepalive-timeout (the drivers' contract); the peers' apps have long
         # idle timeouts built in.
         idle_args = ["--keepalive-timeout", IDLE_KEEPALIVE]
-        specs.append(ServerSpec(mode, "mode", [sys.executable, "-m", module], idle_args))
+        # The peers run with their access logs off; so does ours, for a like-for-like figure.
+        argv = [sys.executable, "-m", module, *(["--no-access-log"] if mode == "asyncio" else [])]
+        specs.append(ServerSpec(mode, "mode", argv, idle_args))
     for peer in peers:
         script, needs = PEERS[peer]
         missing = [m for m in needs if not _importable(m)]

@@ -61,7 +61,7 @@ def server_pids(pid: int) -> list[int]:
 
 
 def start(tree: Path, workers: int, core: int | None) -> tuple[subprocess.Popen[str], int]:
-    argv = [sys.executable, "-m", "app", "--port", "0"]
+    argv = [sys.executable, "-m", "app", "--port", "0", "--no-access-log"]
     if workers > 1:
         argv += ["--workers", str(workers)]
     if core is not None:

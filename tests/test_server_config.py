@@ -13,7 +13,7 @@ def test_defaults() -> None:
     config = parse_config([], {})
     assert config == Config()
     assert (config.host, config.port, config.loop, config.access_log) == (
-        "127.0.0.1", 8000, "auto", False)
+        "127.0.0.1", 8000, "auto", True)
     assert config.header_timeout == 10.0 and config.keepalive_timeout == 5.0
 
 
@@ -26,14 +26,14 @@ def test_every_field_is_an_option_and_an_environment_variable() -> None:
 
 def test_environment_then_command_line() -> None:
     env = {"CALCSERVE_PORT": "9000", "CALCSERVE_MAX_CONNECTIONS": "7",
-           "CALCSERVE_ACCESS_LOG": "yes", "CALCSERVE_LOOP": "ASYNCIO",
+           "CALCSERVE_ACCESS_LOG": "no", "CALCSERVE_LOOP": "ASYNCIO",
            "CALCSERVE_HEADER_TIMEOUT": "0.25"}
     config = parse_config([], env)
     assert (config.port, config.max_connections, config.access_log, config.loop,
-            config.header_timeout) == (9000, 7, True, "asyncio", 0.25)
-    config = parse_config(["--port", "0", "--no-access-log", "--loop", "uvloop"], env)
+            config.header_timeout) == (9000, 7, False, "asyncio", 0.25)
+    config = parse_config(["--port", "0", "--access-log", "--loop", "uvloop"], env)
     assert (config.port, config.access_log, config.loop, config.max_connections) == (
-        0, False, "uvloop", 7)
+        0, True, "uvloop", 7)
 
 
 @pytest.mark.parametrize(("argv", "env"), [
