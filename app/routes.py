@@ -23,13 +23,15 @@ bug, which drivers answer with `internal_error_response()`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from app.calculator import CalcError, Result, evaluate
 from app.page import render_page
@@ -53,6 +55,11 @@ __all__ = [
 # Each /calculate variant reduces to one `expr` string plus an output mode (html, json, text); one
 # function evaluates and renders for all of them. Client mistakes raise `_Reject` inside and
 # become plain-text 400/415 answers in `handle`.
+#
+# Per request, the work that depends only on a header's text (Accept negotiation, Content-Type
+# parsing) is remembered per distinct text in small bounded memos: clients send the same few
+# values over and over. Form bodies are unescaped with one split on "%" and a table of the
+# 484 hex pairs; the answer to a Result is JSON built from its four fields directly.
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 
@@ -90,8 +97,6 @@ _PARAMETER: Final = re.compile(
     rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*({_TOKEN}|"(?:[^"\\]|\\.)*")[ \t]*'
 )
 _QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
-_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_ESCAPE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
 _UTF8_NAMES: Final = frozenset({"utf-8", "utf8", "us-ascii"})
 
 
@@ -154,14 +159,54 @@ def parse_form(data: bytes) -> dict[str, list[str]]:
     return fields
 
 
+_HEX_DIGITS: Final = "0123456789abcdefABCDEF"
+# "%HH" -> the byte: every pair of hex digits, either case (22 x 22 keys).
+_HEX_PAIRS: Final = {
+    (a + b).encode("ascii"): bytes((int(a + b, 16),)) for a in _HEX_DIGITS for b in _HEX_DIGITS
+}
+
+
 def _form_unquote(data: bytes) -> str:
+    data = data.replace(b"+", b" ")
     if b"%" in data:
-        if _BAD_ESCAPE.search(data):
-            raise ValueError("malformed percent-escape")
-        data = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), data.replace(b"+", b" "))
-    else:
-        data = data.replace(b"+", b" ")
+        parts = data.split(b"%")
+        out = [parts[0]]
+        pairs = _HEX_PAIRS
+        for part in parts[1:]:
+            byte = pairs.get(part[:2])
+            if byte is None:  # "%" not followed by two hex digits
+                raise ValueError("malformed percent-escape")
+            out.append(byte)
+            out.append(part[2:])
+        data = b"".join(out)
     return data.decode("utf-8")  # strict: a UnicodeDecodeError is a ValueError
+
+
+# Memos of what a header's text means: bounded in entries and in the length of the texts kept.
+MEMO_SIZE: Final = 256
+MEMO_MAX_TEXT: Final = 512
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+def _memo_put(memo: dict[_K, _V], key: _K, value: _V) -> None:
+    if len(memo) >= MEMO_SIZE:
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # a racing eviction
+            del memo[next(iter(memo))]
+    memo[key] = value
+
+
+_MEDIA_TYPES: dict[str, tuple[str, Mapping[str, str]]] = {}
+
+
+def _content_type(value: str) -> tuple[str, Mapping[str, str]]:
+    """`_media_type(value)`, remembered for short values (never mutate the parameters)."""
+    known = _MEDIA_TYPES.get(value)
+    if known is None:
+        known = _media_type(value)  # a malformed value raises: only good ones are remembered
+        if len(value) <= MEMO_MAX_TEXT:
+            _memo_put(_MEDIA_TYPES, value, known)
+    return known
 
 
 def _media_type(value: str) -> tuple[str, dict[str, str]]:
@@ -218,9 +263,32 @@ def _parse_accept_item(item: str) -> tuple[str | None, dict[str, str]]:
         return None, {}
 
 
+_PREFERENCES: dict[tuple[str, str, str], bool] = {}
+
+
 def _prefers(accept: str | None, media: str, over: str) -> bool:
     """True when `accept` rates `media` strictly above `over`."""
-    return _accept_quality(accept, media) > _accept_quality(accept, over)
+    if accept is None:  # no Accept: everything is acceptable alike
+        return False
+    key = (accept, media, over)
+    known = _PREFERENCES.get(key)
+    if known is None:
+        known = _accept_quality(accept, media) > _accept_quality(accept, over)
+        if len(accept) <= MEMO_MAX_TEXT:
+            _memo_put(_PREFERENCES, key, known)
+    return known
+
+
+def _result_json(result: Result) -> bytes:
+    """`_json_response`'s body for `result.to_json()`, built directly (same bytes)."""
+    fraction = result.fraction
+    return (
+        '{"expr":' + encode_basestring(result.expr)
+        + ',"result":' + encode_basestring(result.display)
+        + (',"exact":true,"fraction":' if result.exact else ',"exact":false,"fraction":')
+        + ("null" if fraction is None else encode_basestring(fraction))
+        + "}\n"
+    ).encode("utf-8")
 
 
 def _check_charset(params: Mapping[str, str]) -> None:
@@ -248,6 +316,7 @@ class Routes:
         self.assets = dict(assets)
         index = self.assets.get("index.html")
         self._template = index.body.decode("utf-8") if index is not None else None
+        self._blank: bytes | None = None  # the page without expression, rendered once
         self._exact: dict[str, tuple[frozenset[str], Callable[[Request], Response]]] = {
             "/": (frozenset({"GET", "HEAD"}), self._page),
             "/calculate": (frozenset({"GET", "HEAD", "POST"}), self._calculate),
@@ -280,7 +349,12 @@ class Routes:
         return _text_response(200, "ok", ("Cache-Control", "no-store"))
 
     def _page(self, request: Request) -> Response:
-        return self._render(200, "")
+        blank = self._blank
+        if blank is None:  # render_page is pure: the empty form is the same bytes every time
+            blank = self._blank = self._render(200, "").body
+        return Response(
+            200, [("Content-Type", _HTML), _NOSNIFF, ("Cache-Control", "no-cache"), _VARY], blank
+        )
 
     def _render(
         self, status: int, expr: str, result: Result | None = None, error: CalcError | None = None
@@ -303,9 +377,10 @@ class Routes:
         content_type = request.header("content-type")
         if content_type is None:
             raise _Reject(415, "POST /calculate needs a Content-Type")
-        media, params = _media_type(content_type)
+        media, params = _content_type(content_type)
         if media == "application/x-www-form-urlencoded":
-            _check_charset(params)
+            if params:
+                _check_charset(params)
             mode = "html" if _prefers(accept, "text/html", _JSON) else "json"
             return self._answer(_form_values(request.body), mode)
         if media == _JSON:
@@ -335,11 +410,14 @@ class Routes:
             return self._render(200, expr, result=result)
         if mode == "text":
             return _text_response(200, result.display + "\n", _NO_STORE, _VARY)
-        return _json_response(200, result.to_json())
+        return Response(200, [("Content-Type", _JSON), _NOSNIFF, _NO_STORE, _VARY],
+                        _result_json(result))
 
 
 def _form_values(data: bytes) -> str:
     try:
+        if data.startswith(b"expr=") and b"&" not in data:  # the usual form: one field
+            return _form_unquote(data[5:])
         fields = parse_form(data)
     except ValueError as exc:
         raise _Reject(400, f"bad form encoding: {exc}") from None

@@ -9,10 +9,11 @@ Usage: python scripts/bench_protocol.py [--rounds 7] [--seconds 0.5] [--json]
 
 `--server-path` instead replays, per request, exactly the calls app/server.py makes on a kept-alive
 connection (`receive_data`, `next_event` until NEED_DATA, `Routes.handle`, `send` with a cached
-Date) for a wrk-like form POST (varied expressions, as scripts/bench.py's corpus) and for the
-10-header browser GET. It reports CPU microseconds per request (`time.process_time` medians) for
-the protocol alone (a fixed response), the calculator alone, and the whole path; `--callgrind`
-adds instruction counts per request from valgrind (deterministic, whatever the machine's load):
+Date) for a wrk-like form POST (varied expressions, as scripts/bench.py's corpus), for the
+10-header browser GET of /calculate?expr=1%2B2, and for that browser's GET / (the page). It
+reports CPU microseconds per request (`time.process_time` medians) for the protocol alone (a
+fixed response), the calculator alone, and the whole path; `--callgrind` adds instruction counts
+per request from valgrind (deterministic, whatever the machine's load):
 
     python scripts/bench_protocol.py --server-path [--callgrind]
 """
@@ -179,9 +180,16 @@ def make_cases() -> dict[str, Callable[[int], None]]:
         for _ in range(n):
             _server_step(conn, REQUEST, handle)
 
+    page = REQUEST.replace(b"GET /calculate?expr=1%2B2 ", b"GET / ", 1)
+
+    def page_route(n: int) -> None:
+        conn = Connection()
+        for _ in range(n):
+            _server_step(conn, page, handle)
+
     return {"post_protocol": post_protocol, "post_route": post_route,
             "post_calculator": post_calculator, "get_protocol": get_protocol,
-            "get_calculator": get_calculator, "get_route": get_route}
+            "get_calculator": get_calculator, "get_route": get_route, "page_route": page_route}
 
 
 def cpu_us_per_request(run: Callable[[int], None], n: int, rounds: int) -> float:

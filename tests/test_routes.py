@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from app import routes
+from app.calculator import Result, evaluate
 from app.protocol import Connection, Request, Response, render
-from app.routes import STATIC_DIR, Routes, build_assets, load_assets, parse_form
+from app.routes import STATIC_DIR, Routes, _result_json, build_assets, load_assets, parse_form
 
 ROUTES = Routes(load_assets())
 FORM = "application/x-www-form-urlencoded"
@@ -237,3 +239,50 @@ def test_parse_form(data: bytes, expected: dict[str, list[str]]) -> None:
 def test_parse_form_rejects_bad_escapes(data: bytes) -> None:
     with pytest.raises(ValueError):
         parse_form(data)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"expr=%", b"expr=%4", b"expr=%4g", b"expr=%%41", b"expr=%C3", b"expr=\xff", b"expr=a%2"],
+)
+def test_single_field_form_rejects_what_parse_form_rejects(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_form(body)
+    assert handle("POST", "/calculate", body, Content_Type=FORM).status == 400
+
+
+@pytest.mark.parametrize(
+    "body", [b"expr=1%2B2", b"expr=1+%2B+2", b"expr=%31%2b%32", b"expr=", b"expr=2&expr=3"]
+)
+def test_single_field_form_reads_as_parse_form(body: bytes) -> None:
+    expr = parse_form(body)["expr"][0]
+    resp = handle("POST", "/calculate", body, Content_Type=FORM)
+    if expr.strip():
+        assert resp.status == 200 and as_json(resp) == {**evaluate(expr).to_json()}
+    else:
+        assert resp.status == 422
+
+
+@pytest.mark.parametrize(
+    "text", ['"quoted" \\ back', "tab\tnl\nnul\x00", "caf\xe9 \u2028 \U0001f600", "plain"]
+)
+def test_result_json_is_json_dumps_of_to_json(text: str) -> None:
+    for result in (Result(text, text, True, None), Result(text, "1", False, text)):
+        expected = json.dumps(result.to_json(), ensure_ascii=False, separators=(",", ":"))
+        assert _result_json(result) == expected.encode("utf-8") + b"\n"
+
+
+def test_negotiation_is_the_same_when_remembered_and_memos_are_bounded() -> None:
+    for _ in range(2):  # the second round answers from the memos
+        assert handle("GET", "/calculate?expr=1", Accept="text/plain").body == b"1\n"
+        assert header(handle("GET", "/calculate?expr=1", Accept="text/plain;q=0.1, */*"),
+                      "content-type") == "application/json"
+        assert handle("POST", "/calculate", b"1", Content_Type="text/plain; charset=latin-1"
+                      ).status == 415
+    for i in range(routes.MEMO_SIZE + 10):
+        accept = f"text/plain;q=0.{i % 10}, application/json;q=0.5, x/{i}"
+        mode = header(handle("GET", "/calculate?expr=1", Accept=accept), "content-type")
+        assert mode == ("text/plain; charset=utf-8" if i % 10 > 5 else "application/json")
+        handle("POST", "/calculate", b"expr=1", Content_Type=f"{FORM}; x={i}")
+    assert len(routes._PREFERENCES) <= routes.MEMO_SIZE
+    assert len(routes._MEDIA_TYPES) <= routes.MEMO_SIZE
