@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -519,6 +520,16 @@ def settle(pid: int, baseline_fds: int, baseline_threads: int, timeout: float = 
             break
         time.sleep(0.1)
     return fds, threads
+
+
+# A request served is not an incident: access-log lines (CLF `"GET / HTTP/1.1" 200 123` or JSON
+# with a "status") are left out when the hardening tests count log lines.
+_ACCESS_LINE = re.compile(r'" \d{3} (\d+|-)$|"status": ?\d{3}')
+
+
+def incident_lines(log: str) -> list[str]:
+    """Log lines that are not access-log lines (warnings, errors, tracebacks, ...)."""
+    return [line for line in log.splitlines() if line.strip() and not _ACCESS_LINE.search(line)]
 
 
 def healthz_latency(address: tuple[str, int], timeout: float = 10.0) -> float:

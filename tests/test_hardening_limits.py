@@ -28,6 +28,7 @@ from tests.hostile_corpus import (
     cpu_seconds,
     fd_count,
     healthz_latency,
+    incident_lines,
     read_final,
     settle,
     thread_count,
@@ -149,7 +150,7 @@ def test_out_of_descriptors_backs_off_and_recovers(mode: str) -> None:
             cpu0, log0 = cpu_seconds(pid), len(stderr)
             time.sleep(3.0)  # exhausted: a spinning accept loop would burn ~3 s of CPU here
             cpu = cpu_seconds(pid) - cpu0
-            log_lines = len(stderr) - log0
+            log_lines = len(incident_lines("".join(stderr[log0:])))
             exhausted_fds = fd_count(pid)
             assert proc.poll() is None, f"{mode} died when out of descriptors: {''.join(stderr)}"
         finally:
