@@ -104,12 +104,12 @@ def trickle(sock: socket.socket, data: bytes, interval: float, stop: threading.E
 
 
 def trickled_head(server: ServerProcess) -> tuple[int, bool, bytes, float]:
-    """A head sent a byte every 0.5 s (a minute's worth): 408 and close at the header timeout."""
+    """A head sent a byte a second (two minutes' worth): 408 and close at the header timeout."""
     head = b"GET /healthz HTTP/1.1\r\nHost: calc.test\r\nX-Slow: " + b"z" * 100 + b"\r\n\r\n"
     stop = threading.Event()
     with server.connect(timeout=STRICT + SLACK + 5) as sock:
         started = time.monotonic()
-        threading.Thread(target=trickle, args=(sock, head, 0.5, stop), daemon=True).start()
+        threading.Thread(target=trickle, args=(sock, head, 1.0, stop), daemon=True).start()
         try:
             response = read_final(sock, buffer := bytearray())
             closed, extra = wait_closed(sock, buffer, SLACK)
