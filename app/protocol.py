@@ -680,6 +680,8 @@ class Connection:
         """The next event; raises ProtocolError, after which the connection is CLOSED."""
         if self._closed:
             return CLOSED
+        if not self._buf and not self._eof and self._head is None:
+            return NEED_DATA  # the common case after a read's last request
         try:
             if self._head is None:
                 return self._maybe_read_head()
@@ -692,7 +694,7 @@ class Connection:
 
     def _maybe_read_head(self) -> Request | ExpectContinue | NeedData | Closed:
         buf = self._buf
-        if buf[:2] == b"\r\n":
+        if buf.startswith(b"\r\n"):
             # RFC 9112 2.2: ignore empty lines received before the request line.
             buf = self._buf = bytearray(buf)
             while buf.startswith(b"\r\n"):
@@ -720,12 +722,21 @@ class Connection:
         else:
             head = parse_head(raw, max_body_size=self._max_body)
             index = _remember_head(raw, head)
-        self._drop(end)
         self._search = self._scan = self._lines = 0
-        if head.chunked:
+        if not head.chunked:
+            stop = end + head.content_length
+            if stop <= len(buf):  # the whole request is here (the common case)
+                body = buf[end:stop] if stop > end else b""
+                if type(body) is not bytes:
+                    body = bytes(body)
+                if stop == len(buf):
+                    self._buf = b""
+                else:
+                    self._drop(stop)
+                return self._complete(head, index, body)
+        else:
             self._decoder = ChunkedDecoder(self._max_body)
-        elif not head.content_length:
-            return self._complete(head, index, b"")
+        self._drop(end)
         self._head = head
         self._index = index
         if head.expect_continue and not self._buf:
