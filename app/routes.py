@@ -89,6 +89,13 @@ _HTML: Final = "text/html; charset=utf-8"
 _NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
 _NO_STORE: Final = ("Cache-Control", "no-store")
 _VARY: Final = ("Vary", "Accept")
+# The page has no inline script or style (tests/test_page.py checks), so it can forbid them all:
+# an expression echoed into it can never run, even if escaping were ever to fail.
+_CSP: Final = (
+    "Content-Security-Policy",
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+)
 
 # media-type = type "/" subtype parameters ; parameters = *( OWS ";" OWS [ parameter ] )
 _TOKEN: Final = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -353,7 +360,9 @@ class Routes:
         if blank is None:  # render_page is pure: the empty form is the same bytes every time
             blank = self._blank = self._render(200, "").body
         return Response(
-            200, [("Content-Type", _HTML), _NOSNIFF, ("Cache-Control", "no-cache"), _VARY], blank
+            200,
+            [("Content-Type", _HTML), _NOSNIFF, ("Cache-Control", "no-cache"), _VARY, _CSP],
+            blank,
         )
 
     def _render(
@@ -364,7 +373,7 @@ class Routes:
         body = render_page(self._template, expr=expr, result=result, error=error)
         return Response(
             status,
-            [("Content-Type", _HTML), _NOSNIFF, ("Cache-Control", "no-cache"), _VARY],
+            [("Content-Type", _HTML), _NOSNIFF, ("Cache-Control", "no-cache"), _VARY, _CSP],
             body,
         )
 

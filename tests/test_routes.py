@@ -48,6 +48,12 @@ def test_page() -> None:
     resp = handle("GET", "/")
     assert resp.status == 200 and header(resp, "content-type") == "text/html; charset=utf-8"
     assert b"<form" in resp.body and b"{{" not in resp.body
+    # No inline script or style: the page forbids both, rendered results included.
+    for page in (resp, handle("POST", "/calculate", b"expr=1", Content_Type=FORM,
+                              Accept=BROWSER_ACCEPT)):
+        csp = header(page, "content-security-policy") or ""
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
 
 
 def test_head_page_has_same_length_and_no_body_on_the_wire() -> None:
