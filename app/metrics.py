@@ -102,6 +102,18 @@ _PREFIX: Final = "worker-"
 _RETIRED: Final = "retired-"
 
 
+# (exact route path, status) -> (count slot, first histogram slot, sum slot): a fixed, finite
+# table (exact routes x known statuses), so the hot path is one dict lookup.
+_EXACT_SLOTS: Final = {
+    (path, status): (
+        _REQUESTS + route * _PER_ROUTE + s, _HIST + route * _PER_HIST, _HIST_SUM + route
+    )
+    for path, route in _ROUTE_INDEX.items()
+    for s, status in enumerate(STATUSES)
+}
+_bisect_left: Final = bisect.bisect_left
+
+
 def route_index(path: str) -> int:
     """The label slot for a request path (still percent-encoded, without the query)."""
     index = _ROUTE_INDEX.get(path)
@@ -156,12 +168,19 @@ class Metrics:
     def request_done(self, path: str, status: int, seconds: float) -> None:
         """Count one response to a parsed request and its latency in seconds."""
         values = self._values
-        route = _ROUTE_INDEX.get(path)
-        if route is None:
-            route = _STATIC if path.startswith(_STATIC_PREFIX) else _OTHER_ROUTE
-        values[_REQUESTS + route * _PER_ROUTE + _STATUS_INDEX.get(status, _OTHER_STATUS)] += 1.0
-        values[_HIST + route * _PER_HIST + bisect.bisect_left(BUCKETS, seconds)] += 1.0
-        values[_HIST_SUM + route] += seconds
+        known = _EXACT_SLOTS.get((path, status))
+        if known is not None:  # the common case: one bounded-dict lookup for all three slots
+            count, hist, total = known
+        else:
+            route = _ROUTE_INDEX.get(path)
+            if route is None:
+                route = _STATIC if path.startswith(_STATIC_PREFIX) else _OTHER_ROUTE
+            count = _REQUESTS + route * _PER_ROUTE + _STATUS_INDEX.get(status, _OTHER_STATUS)
+            hist = _HIST + route * _PER_HIST
+            total = _HIST_SUM + route
+        values[count] += 1.0
+        values[hist + _bisect_left(BUCKETS, seconds)] += 1.0
+        values[total] += seconds
 
     def protocol_error(self, status: int) -> None:
         self._values[_PROTOCOL + _STATUS_INDEX.get(status, _OTHER_STATUS)] += 1.0

@@ -419,41 +419,47 @@ class _Client:
         keepalive_timeout = config.keepalive_timeout
         header_timeout = config.header_timeout
         body_timeout = config.body_timeout
-        phase = Phase.IDLE
+        read = reader.read
+        get_write_buffer_size = transport.get_write_buffer_size
+        time_now = loop.time
+        respond = self._respond
+        reading, busy = _Wait.READING, _Wait.BUSY
+        idle = Phase.IDLE
+        phase = idle
         while True:
-            self.waiting = _Wait.READING
+            self.waiting = reading
             try:
-                data = await reader.read(READ_SIZE)
+                data = await read(READ_SIZE)
             except asyncio.CancelledError:
-                self.waiting = _Wait.BUSY
+                self.waiting = busy
                 return self._on_read_interrupted(self._take_interrupt())
-            self.waiting = _Wait.BUSY
+            self.waiting = busy
             conn.receive_data(data)
             answered = self.answered
-            verdict = self._respond()
+            verdict = respond()
             while verdict == _DRAIN_THEN_RESPOND:
-                await self._drain(loop.time() + body_timeout)
-                verdict = self._respond()
+                await self._drain(time_now() + body_timeout)
+                verdict = respond()
             if verdict != _READ_MORE:
                 return verdict == _CLOSE_LINGERING
-            if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                await self._drain(loop.time() + body_timeout)
+            if get_write_buffer_size() > WRITE_HIGH_WATER:
+                await self._drain(time_now() + body_timeout)
             # Re-arm the deadline for what we wait on next: a new phase (or a new request in
             # the same phase) starts a new clock; more bytes of the same head or body do not.
             new_phase = conn.phase
-            if new_phase is Phase.IDLE:
+            if new_phase is idle:
                 if server.draining:
                     return False
                 # The common case, inlined: the deadline moves later and the wheel stays.
-                deadline = loop.time() + keepalive_timeout
+                deadline = time_now() + keepalive_timeout
                 self.deadline = deadline
                 if deadline < self.timer_when:
                     self._set_deadline(deadline)
             elif new_phase is not phase or answered != self.answered:
                 if new_phase is Phase.HEAD:
-                    self._set_deadline(loop.time() + header_timeout)
+                    self._set_deadline(time_now() + header_timeout)
                 elif new_phase is Phase.BODY:
-                    self._set_deadline(loop.time() + body_timeout)
+                    self._set_deadline(time_now() + body_timeout)
             phase = new_phase
 
     def _respond(self) -> int:
@@ -464,43 +470,50 @@ class _Client:
         """
         server = self.server
         conn = self.conn
+        next_event = conn.next_event
+        send = conn.send
         handle = server.routes.handle
         access = server.access
         metrics = server.metrics
+        request_done = metrics.request_done
+        date = server.date  # a synchronous step: neither changes before it returns
+        draining = server.draining
         # Not loop.time(): uvloop's is cached per loop iteration (1 ms steps), so everything
         # inside this synchronous step would take 0 s.
         now = time.perf_counter
         started = now()
         out: list[bytes] = []
         size = 0
+        answered = 0
         verdict = _READ_MORE
         while True:
             try:
-                event = conn.next_event()
+                event = next_event()
             except ProtocolError as err:
-                out.append(conn.send(None, error_response(err)))
+                out.append(send(None, error_response(err)))
                 metrics.protocol_error(err.status)
                 verdict = _CLOSE_LINGERING
                 break
             if type(event) is Request:
+                path = event.path
                 try:
-                    if event.path == "/metrics":
+                    if path == "/metrics":
                         response = _metrics_response(event, metrics)
                     else:
                         response = handle(event)
-                    if server.draining and not response.close:
+                    if draining and not response.close:
                         response = dataclasses.replace(response, close=True)
-                    answer = conn.send(event, response, date=server.date)
+                    answer = send(event, response, date=date)
                 except Exception:  # a bug in a handler, or a response it cannot be sent as
                     log.exception("handler failed for %s %s", event.method, event.target)
                     response = internal_error_response()
-                    response.close = response.close or server.draining
-                    answer = conn.send(event, response, date=server.date)
+                    response.close = response.close or draining
+                    answer = send(event, response, date=date)
                 out.append(answer)
-                self.answered += 1
-                elapsed = now() - started
+                answered += 1
                 status = response.status
-                metrics.request_done(event.path, status, elapsed)
+                elapsed = now() - started
+                request_done(path, status, elapsed)
                 if status == 422:
                     metrics.calculator_error(_calculator_error_kind(response.body))
                 if access is not None:
@@ -520,6 +533,8 @@ class _Client:
                 break
             else:  # ExpectContinue: invite the body the client is holding back
                 out.append(CONTINUE_BYTES)
+        if answered:
+            self.answered += answered
         if out:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         return verdict
