@@ -171,26 +171,68 @@ class LimitError(CalcError):
     kind = "limit"
 
 
-@dataclass(frozen=True, slots=True)
 class Result:
     """The value of an expression.
 
     ``display`` is the human string; ``exact`` is True when the value is an exact rational
     (``1/3`` is exact even though its display is rounded); ``fraction`` is ``"p/q"`` for exact
     non-integers and ``None`` otherwise.
+
+    Immutable, with equality, hashing and repr by value, as the frozen dataclass it was; but a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (~7,000
+    instructions per evaluation, as much as tokenizing a short expression).  Here ``__init__``
+    stores plain private slots and the public fields are read-only properties over them.
     """
 
-    expr: str
-    display: str
-    exact: bool
-    fraction: str | None
+    __slots__ = ("_display", "_exact", "_expr", "_fraction")
+    __match_args__ = ("expr", "display", "exact", "fraction")
+
+    def __init__(self, expr: str, display: str, exact: bool, fraction: str | None) -> None:
+        self._expr = expr
+        self._display = display
+        self._exact = exact
+        self._fraction = fraction
+
+    @property
+    def expr(self) -> str:
+        return self._expr
+
+    @property
+    def display(self) -> str:
+        return self._display
+
+    @property
+    def exact(self) -> bool:
+        return self._exact
+
+    @property
+    def fraction(self) -> str | None:
+        return self._fraction
+
+    def _key(self) -> tuple[str, str, bool, str | None]:
+        return (self._expr, self._display, self._exact, self._fraction)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Result)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Result(expr={self._expr!r}, display={self._display!r}, exact={self._exact!r}, "
+            f"fraction={self._fraction!r})"
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
-            "expr": self.expr,
-            "result": self.display,
-            "exact": self.exact,
-            "fraction": self.fraction,
+            "expr": self._expr,
+            "result": self._display,
+            "exact": self._exact,
+            "fraction": self._fraction,
         }
 
 
@@ -211,15 +253,19 @@ class _Fail(Exception):
 # dropped, which is the cheapest way to split text in CPython.  Positions are only needed for
 # error messages, so they are recomputed from the same regex (finditer) when an error happens.
 # No capturing group and no leading \s*: the regex engine skips whitespace itself (no
-# alternative can start with it), which is ~1/3 faster on spaced-out input.
+# alternative can start with it), which is ~1/3 faster on spaced-out input.  Each alternative
+# starts with a single character class or literal and the common ones come first: half the
+# instructions of the former `(?:digits(.digits)?|.digits)(e...)? | name | \*\*|// | \S`, which
+# splits text into exactly the same tokens.
 
 _TOKEN_RE: Final = re.compile(
-    r"""(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?   # number
-      | [A-Za-z_][A-Za-z0-9_]*                                # name
-      | \*\*|//                                               # two-character operators
-      | \S                                                    # one-character operators, or rejected
+    r"""[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?    # number starting with a digit
+      | \*\*?|//?                                # * ** / //
+      | [A-Za-z_][A-Za-z0-9_]*                    # name
+      | \.[0-9]+(?:[eE][+-]?[0-9]+)?              # number starting with a point
+      | \S                                        # one-character operators, or rejected
     """,
-    re.VERBOSE | re.DOTALL,
+    re.VERBOSE,
 )
 _NUMBER_START: Final = frozenset("0123456789.")
 _NAME_START: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
@@ -1627,10 +1673,17 @@ def _format(negative: bool, digits: str, exp10: int) -> str:
     return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
 
 
+# 10**k for the exponents display needs often (digit extraction of small fractions and mpfs).
+_POW10: Final = [10**k for k in range(1200)]
+# libmp.to_digits_exp(x, DISPLAY_DIGITS + 5), inlined below: its working bits and log2(10).
+_DIGITS_BITPREC: Final = int((DISPLAY_DIGITS + 5) * math.log(10, 2)) + 10
+_LOG2_10: Final = math.log(10, 2)
+
+
 def _display_fraction(v: Fraction) -> str:
     p, q = abs(v.numerator), v.denominator
     if q.bit_length() <= 64 and p.bit_length() <= 128:
-        # Fast path: a small terminating decimal (q = 2^a 5^b) is printed exactly.
+        # A small terminating decimal (q = 2^a 5^b) is printed exactly.
         twos = (q & -q).bit_length() - 1
         t = q >> twos
         fives = 0
@@ -1643,6 +1696,21 @@ def _display_fraction(v: Fraction) -> str:
             stripped = digits.rstrip("0")
             if len(stripped) <= DISPLAY_DIGITS:
                 return _format(v.numerator < 0, stripped, len(digits) - 1 - k)
+        # Otherwise: m = floor(p/q * 10^k) with k chosen so that m has more than
+        # DISPLAY_DIGITS digits.  Its first digits are those of p/q and its length gives the
+        # exponent; rounding half up on the next digit of m is rounding half up of p/q itself
+        # (the dropped tail of m is below one unit, which cannot reach the next half-unit step).
+        k = 42 + ((q.bit_length() - p.bit_length() + 1) * 30103) // 100_000  # 3 <= k <= 62
+        digits = str(p * _POW10[k] // q)
+        e = len(digits) - 1 - k
+        n = int(digits[:DISPLAY_DIGITS])
+        if digits[DISPLAY_DIGITS] >= "5":
+            n += 1
+        digits = str(n)
+        if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
+            e += 1
+            digits = digits[:DISPLAY_DIGITS]
+        return _format(v.numerator < 0, digits.rstrip("0"), e)
     # exp10 = floor(log10(p/q)), estimated from bit lengths then corrected.
     e = math.floor((_log2_int(p) - _log2_int(q)) * 0.3010299956639812)
     while True:
@@ -1676,16 +1744,30 @@ def _display_fraction(v: Fraction) -> str:
 
 
 def _display_mpf(x: MPF) -> str:
-    if not x[1]:
+    sign, man, exp, bc = x
+    if not man:
         return "0"
-    sign, digits, exp10 = libmp.to_digits_exp(x, DISPLAY_DIGITS + 5)
+    e2 = exp + bc
+    if -3500 <= e2 <= 3500:
+        # libmp.to_digits_exp(x, DISPLAY_DIGITS + 5) without its calls: the same integer steps
+        # (x as a fixed-point integer, then floor(x * 10^fixdps)), so the same digits.
+        fixprec = _DIGITS_BITPREC - e2
+        if fixprec < 0:
+            fixprec = 0
+        fixdps = int(fixprec / _LOG2_10 + 0.5)
+        offset = exp + fixprec
+        fixed = man << offset if offset >= 0 else man >> -offset
+        digits = str(fixed * (_POW10[fixdps] if fixdps < 1200 else 10**fixdps) >> fixprec)
+        exp10 = len(digits) - fixdps - 1
+    else:
+        _, digits, exp10 = libmp.to_digits_exp(x, DISPLAY_DIGITS + 5)
     n = int(digits[: DISPLAY_DIGITS + 1])
     n = (n + 5) // 10  # round half up on the 41st digit
     text = str(n)
     if len(text) > DISPLAY_DIGITS:
         exp10 += 1
         text = text[:DISPLAY_DIGITS]
-    return _format(sign == "-", text.rstrip("0"), exp10)
+    return _format(sign == 1, text.rstrip("0"), exp10)
 
 
 def _make_result(text: str, value: Value, ctx: _Context) -> Result:
