@@ -41,6 +41,7 @@ class ServerProcess:
     host: str
     port: int
     _stderr: list[str] = field(default_factory=list)
+    _pumps: list[threading.Thread] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -51,7 +52,16 @@ class ServerProcess:
         return (self.host.strip("[]"), self.port)
 
     def stderr_text(self) -> str:
+        """What the server wrote to stderr so far; complete once the process has exited."""
+        if self.proc.poll() is not None:
+            self._drain()
         return "".join(self._stderr)
+
+    def _drain(self) -> None:
+        # The pump threads end at EOF, which follows the exit of the process (and of any
+        # children holding the pipe); join them so the last lines are never missed.
+        for pump in self._pumps:
+            pump.join(5)
 
     def connect(self, timeout: float = 10.0) -> socket.socket:
         return socket.create_connection(self.address, timeout=timeout)
@@ -61,7 +71,9 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
+            self._drain()
+            return code
         except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             self.proc.wait(5)
@@ -93,7 +105,8 @@ def running_server(
     )
     stderr: list[str] = []
     assert proc.stderr is not None and proc.stdout is not None
-    threading.Thread(target=_pump, args=(proc.stderr, stderr), daemon=True).start()
+    err_pump = threading.Thread(target=_pump, args=(proc.stderr, stderr), daemon=True)
+    err_pump.start()
     deadline = time.monotonic() + START_TIMEOUT
     line = ""
     while time.monotonic() < deadline:
@@ -109,7 +122,7 @@ def running_server(
         )
     # Keep draining stdout so a chatty server never blocks on a full pipe.
     threading.Thread(target=_pump, args=(proc.stdout, []), daemon=True).start()
-    server = ServerProcess(mode, proc, match["host"], int(match["port"]), stderr)
+    server = ServerProcess(mode, proc, match["host"], int(match["port"]), stderr, [err_pump])
     try:
         yield server
     finally:
