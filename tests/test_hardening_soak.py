@@ -44,7 +44,11 @@ def test_short_soak_asyncio() -> None:
     check(soak.soak("asyncio", 15.0, clients=6, hostile_clients=3))
 
 
+LONG_SOAK = 180.0  # seconds of load per mode
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_SOAK + 120)  # the suite-wide 120 s would cut it off
 @pytest.mark.parametrize("mode", MODES)
 def test_long_soak(mode: str) -> None:
-    check(soak.soak(mode, 180.0, clients=8, hostile_clients=4))
+    check(soak.soak(mode, LONG_SOAK, clients=8, hostile_clients=4))
