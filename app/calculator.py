@@ -930,18 +930,27 @@ def _snap(r: MPF, reference_mag: int) -> MPF:
 
 def _add(a: Value, b: Value, ctx: _Context) -> Value:
     if type(a) is not tuple and type(b) is not tuple:
-        ea, eb = cast("int | Fraction", a), cast("int | Fraction", b)
+        ea: int | Fraction = a  # type: ignore[assignment]
+        eb: int | Fraction = b  # type: ignore[assignment]
         if type(ea) is int and type(eb) is int:
             ctx.charge_linear(max(ea.bit_length(), eb.bit_length()))
         else:
             ctx.charge(max(_bits(ea), _bits(eb)))
         return _exact_or_approx(ea + eb, ctx)
-    x = _to_mpf(a)
-    y = _to_mpf(b)
+    # Inexact: _check_mpf(_snap(r, max(_mag2(x), _mag2(y)))) with the helpers inlined.
+    x = a if type(a) is tuple else _to_mpf(a)
+    y = b if type(b) is tuple else _to_mpf(b)
     r = libmp.mpf_add(x, y, PRECISION_BITS, _RND)
-    if not x[1] or not y[1]:
-        return _check_mpf(r)
-    return _check_mpf(_snap(r, max(_mag2(x), _mag2(y))))
+    if r[1]:
+        if x[1] and y[1]:
+            mag = x[2] + x[3]
+            if y[2] + y[3] > mag:
+                mag = y[2] + y[3]
+            if r[2] + r[3] < mag - _SNAP_BITS:
+                return _ZERO
+        if abs(r[2] + r[3]) > _CAP_LOG2:
+            raise _Fail(LimitError, _out_of_range(r[2] + r[3] > 0))
+    return r  # type: ignore[no-any-return]
 
 
 def _sub(a: Value, b: Value, ctx: _Context) -> Value:
@@ -952,7 +961,8 @@ def _sub(a: Value, b: Value, ctx: _Context) -> Value:
 
 def _mul(a: Value, b: Value, ctx: _Context) -> Value:
     if type(a) is not tuple and type(b) is not tuple:
-        ea, eb = cast("int | Fraction", a), cast("int | Fraction", b)
+        ea: int | Fraction = a  # type: ignore[assignment]
+        eb: int | Fraction = b  # type: ignore[assignment]
         if type(ea) is int and type(eb) is int:
             ctx.charge_mul(ea.bit_length() + eb.bit_length())
         else:
@@ -1772,7 +1782,8 @@ def _display_mpf(x: MPF) -> str:
 
 def _make_result(text: str, value: Value, ctx: _Context) -> Result:
     if type(value) is int:
-        return Result(text, _int_to_str(value), True, None)
+        return Result(text, str(value) if value.bit_length() <= 13_000 else _int_to_str(value),
+                      True, None)
     if type(value) is Fraction:
         num, den = value.numerator, value.denominator
         if den.bit_length() < 13_000 and num.bit_length() < 13_000:
@@ -2003,18 +2014,18 @@ def _fast_expr(
 def _small_exact(tok: str, a: Value, b: Value) -> int | Fraction | None:
     """a <tok> b for small exact operands (terms below 2^62: no charge, nothing to approximate),
     computed on integers; None when the operands are not that or b is a zero divisor."""
-    ta = type(a)
-    if ta is int:
-        an, ad = cast(int, a), 1
-    elif ta is Fraction:
-        an, ad = cast(Fraction, a).numerator, cast(Fraction, a).denominator
+    # Fraction's numerator/denominator are Python properties: read the slots behind them
+    # (the representation _FAST_FRACTIONS verified); without it, leave it to the caller.
+    if type(a) is int:
+        an, ad = a, 1
+    elif type(a) is Fraction and _FAST_FRACTIONS:
+        an, ad = a._numerator, a._denominator  # type: ignore[attr-defined]
     else:
         return None
-    tb = type(b)
-    if tb is int:
-        bn, bd = cast(int, b), 1
-    elif tb is Fraction:
-        bn, bd = cast(Fraction, b).numerator, cast(Fraction, b).denominator
+    if type(b) is int:
+        bn, bd = b, 1
+    elif type(b) is Fraction and _FAST_FRACTIONS:
+        bn, bd = b._numerator, b._denominator  # type: ignore[attr-defined]
     else:
         return None
     if not (-_SMALL < an < _SMALL and ad < _SMALL and -_SMALL < bn < _SMALL and bd < _SMALL):
@@ -2069,10 +2080,18 @@ def parse(text: str) -> Node:
 
 def evaluate(text: str) -> Result:
     """Evaluate an expression; raises CalcError (and only CalcError) when it cannot."""
-    toks = _tokens(text)
-    result = _fast_evaluate(text, toks)
-    if result is not None:
-        return result
+    # _tokens() and _fast_evaluate() inlined: two calls fewer on every request.
+    if isinstance(text, str) and len(text) <= MAX_EXPRESSION_LENGTH:
+        toks = _TOKEN_RE.findall(text)
+    else:
+        toks = _tokens(text)  # raises the error
+    ctx = _Context(None, _FAST_BUDGET)
+    try:
+        value, i = _fast_expr(toks, len(toks), 0, 0, 0, ctx)
+        if i == len(toks):
+            return _make_result(text, value, ctx)
+    except (_Bail, _Fail):
+        pass
     return _evaluate_tree(text, toks)
 
 
