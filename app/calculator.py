@@ -1349,6 +1349,15 @@ class FunctionSpec:
 
 def _f_sqrt(args: list[Value], ctx: _Context) -> Value:
     x = args[0]
+    if type(x) is int and x >= 0 and x.bit_length() <= 2048:
+        # The common case without the general helpers: a perfect square's root is exact
+        # (what _exact_root finds), anything else is rounded from working precision (no charge
+        # below 2048 bits); the same values either way.
+        r = math.isqrt(x)
+        if r * r == x:
+            return r
+        wp = PRECISION_BITS + 10
+        return _round(libmp.mpf_sqrt(libmp.from_int(x, wp, _RND), wp, _RND))
     if _sign(x) < 0:
         raise _Fail(CalcDomainError, "square root of a negative number", 0)
     if type(x) is not tuple:
@@ -1838,12 +1847,13 @@ def _display_mpf(x: MPF) -> str:
         exp10 = len(digits) - fixdps - 1
     else:
         _, digits, exp10 = libmp.to_digits_exp(x, DISPLAY_DIGITS + 5)
-    n = int(digits[: DISPLAY_DIGITS + 1])
-    n = (n + 5) // 10  # round half up on the 41st digit
-    text = str(n)
-    if len(text) > DISPLAY_DIGITS:
-        exp10 += 1
-        text = text[:DISPLAY_DIGITS]
+    if digits[DISPLAY_DIGITS] >= "5":  # round half up on the 41st digit
+        text = str(int(digits[:DISPLAY_DIGITS]) + 1)
+        if len(text) > DISPLAY_DIGITS:
+            exp10 += 1
+            text = text[:DISPLAY_DIGITS]
+    else:
+        text = digits[:DISPLAY_DIGITS]
     return _format(sign == 1, text.rstrip("0"), exp10)
 
 
