@@ -5,6 +5,8 @@
                                                        # any takes more than --bound-ms (100)
     python scripts/bench_calculator.py --check N       # differential check of the fast path
                                                        # against the tree path on N random inputs
+    python scripts/bench_calculator.py --server-corpus # CPU µs per evaluation over the 1,200
+                                                       # expressions bench.py POSTs, by class
 
 Throughput: every expression is evaluated from scratch (no caching exists to defeat); each
 figure is the median of --runs runs, each run the mean over enough repetitions to last ~0.2 s.
@@ -15,14 +17,17 @@ a passing run means "even the slowest of N attempts stayed inside the bound".
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gc
+import importlib.util
 import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -203,6 +208,56 @@ def throughput(runs: int) -> None:
         )
 
 
+def server_corpus() -> list[tuple[str, str]]:
+    """(class, expression) for the POST bodies the server benchmark sends: scripts/bench.py's own
+    check_corpus() (its candidates, then seeded `EXPR+N` variants), decoded.  The class of a
+    variant is the candidate it extends."""
+    path = Path(__file__).resolve().parent / "bench.py"
+    spec = importlib.util.spec_from_file_location("_bench_server", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(bench)
+    bodies, _dropped = bench.check_corpus()
+    candidates = set(bench.CORPUS_CANDIDATES)
+    out = []
+    for body in bodies:
+        expr = unquote_plus(body.removeprefix("expr="))
+        out.append((expr if expr in candidates else expr.rsplit("+", 1)[0], expr))
+    return out
+
+
+def corpus_cost(runs: int) -> None:
+    """Median process-CPU µs per evaluation over the server corpus, overall and by class."""
+    rows = server_corpus()
+    classes: dict[str, list[str]] = collections.defaultdict(list)
+    for cls, expr in rows:
+        classes[cls].append(expr)
+
+    def per_eval(exprs: list[str]) -> float:
+        samples = []
+        for _ in range(runs):
+            reps = max(1, 2400 // len(exprs))
+            start = time.process_time()
+            for _ in range(reps):
+                for text in exprs:
+                    evaluate(text)
+            samples.append((time.process_time() - start) / (reps * len(exprs)))
+        return statistics.median(samples) * 1e6
+
+    all_exprs = [expr for _, expr in rows]
+    for text in all_exprs:  # warm mpmath's caches
+        evaluate(text)
+    total = per_eval(all_exprs)
+    print(f"server corpus: {len(rows)} expressions, {len(classes)} classes; median of {runs} runs")
+    print(f"  all            {total:8.2f} µs/eval (process CPU)")
+    costs = {cls: per_eval(exprs) for cls, exprs in classes.items()}
+    weight = sum(costs[cls] * len(exprs) for cls, exprs in classes.items())
+    for cls in sorted(costs, key=lambda c: -costs[c] * len(classes[c])):
+        share = costs[cls] * len(classes[cls]) / weight * 100
+        print(f"  {costs[cls]:8.2f} µs  x{len(classes[cls]):3}  {share:5.1f}%  {cls}")
+
+
 def hostile(runs: int, bound_ms: float) -> int:
     worst_all = 0.0
     failures = []
@@ -295,9 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bound-ms", type=float, default=100.0, help="hostile bound in ms")
     parser.add_argument("--check", type=int, metavar="N", help="differential check on N inputs")
     parser.add_argument("--seed", type=int, default=1, help="seed for --check (default 1)")
+    parser.add_argument(
+        "--server-corpus", action="store_true", help="CPU cost over the server benchmark's corpus"
+    )
     args = parser.parse_args(argv)
     if args.check:
         return check(args.check, args.seed)
+    if args.server_corpus:
+        corpus_cost(args.runs)
+        return 0
     if args.hostile:
         return hostile(args.runs, args.bound_ms)
     throughput(args.runs)
