@@ -13,6 +13,12 @@ Strategy (the hot path, per connection):
   mark, and never read again before that drain returns: a client that pipelines thousands of
   requests and reads nothing fills its socket buffers and stalls itself, while our memory stays
   bounded by the reader limit plus the high-water mark plus one response.
+- Writes are corked per loop iteration: the first answer of an iteration is written at once,
+  the others when every connection ready in it has been answered, as one burst (what a select()
+  server's write pass does). Measured (wrk -c64 POST /calculate, pinned, /proc CPU): written one
+  by one, each write woke the sleeping client through the loopback softirq, ~12 us of our sys
+  time per request (perf: sock_def_readable under write()); corked, 87 -> 60 us per request
+  (user 64 -> 50, sys 25 -> 9.5), and 1-connection latency unchanged.
 - Time: one deadline (a float) per connection, checked by a shared timer wheel (one loop timer
   per 50 ms slot in use) that re-checks lazily when the deadline has moved on. A request only
   moves the float forward: no timer object per request (`asyncio.timeout` per read measured
@@ -190,6 +196,9 @@ class _Server:
             AccessLog(config.log_format, schedule=loop.call_soon) if config.access_log else None
         )
         self.timers = _TimerWheel(loop)
+        # Clients whose responses wait for the end of this loop iteration (see _Client._respond).
+        self.corked: list[_Client] = []
+        self.batching = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick()
 
@@ -199,6 +208,20 @@ class _Server:
         self.date = http_date(now)
         delay = 1.0 - (now % 1.0) + 0.001
         self._tick_handle = self.loop.call_at(self.loop.time() + delay, self._tick)
+
+    def start_batch(self) -> None:
+        """From now until the end of this loop iteration, answers are corked (_Client._respond)."""
+        self.batching = True
+        self.loop.call_soon(self.flush_corked)
+
+    def flush_corked(self) -> None:
+        self.batching = False
+        corked = self.corked
+        if not corked:
+            return
+        self.corked = []
+        for client in corked:
+            client.uncork()
 
     def close(self) -> None:
         if self._tick_handle is not None:
@@ -319,6 +342,7 @@ class _Client:
         "conn",
         "deadline",
         "peer",
+        "pending",
         "reader",
         "server",
         "task",
@@ -343,6 +367,7 @@ class _Client:
         self.task = task
         self.waiting = _Wait.BUSY
         self.answered = 0  # responses written for parsed requests
+        self.pending: bytes | None = None  # answers waiting for server.flush_corked
         self._interrupt: _Interrupt | None = None
         self.peer = _peer_host(writer) if server.config.access_log else "-"
         # A fresh connection must send its first head within the header timeout.
@@ -384,6 +409,14 @@ class _Client:
                 self._set_deadline(
                     min(self.deadline, self.server.loop.time() + DRAIN_FIRST_REQUEST_GRACE))
 
+    def uncork(self) -> None:
+        """Write the answers held back for the end of the loop iteration, if any."""
+        data = self.pending
+        if data is not None:
+            self.pending = None
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
     def _take_interrupt(self) -> _Interrupt:
         """Called in an `except CancelledError`: ours to handle, or re-raise if it is not."""
         why = self._interrupt
@@ -408,6 +441,7 @@ class _Client:
             log.exception("connection handler failed; closing the connection")
             self.transport.abort()
         finally:
+            self.uncork()  # a no-op after abort(): a closing transport takes no more output
             self.server.timers.cancel(self, self.timer_key)
             self.timer_when = float("inf")
             if not self.transport.is_closing():
@@ -541,7 +575,25 @@ class _Client:
         if answered:
             self.answered += answered
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            transport = self.transport
+            if (verdict == _READ_MORE and self.pending is None
+                    and not transport.get_write_buffer_size()):
+                if server.batching:
+                    # Corked: written after every connection ready in this loop iteration has
+                    # been answered, as one burst, like a select() server's write pass. A write
+                    # to a peer that has gone to sleep pays for waking it (on loopback, in our
+                    # sys time: ~12 us a request at wrk -c64 when written one by one, with ~50 us
+                    # of work between writes); in a burst the peer is awake for all but the
+                    # first. Costs the wait for this iteration's other answers.
+                    self.pending = data
+                    server.corked.append(self)
+                else:  # the first answer of an iteration goes at once: a lone client waits not
+                    server.start_batch()
+                    transport.write(data)
+            else:
+                self.uncork()
+                transport.write(data)
         return verdict
 
     def _on_read_interrupted(self, why: _Interrupt) -> bool:
@@ -554,6 +606,7 @@ class _Client:
             else:
                 which, limit = "body", config.body_timeout
             err = ProtocolError(f"request {which} not received within {limit:g} s", 408)
+            self.uncork()
             self.transport.write(conn.send(None, error_response(err)))
             self.server.metrics.protocol_error(err.status)
             return True
@@ -565,6 +618,7 @@ class _Client:
         """Wait for the client to read our output, for at most until `deadline`."""
         self.waiting = _Wait.WRITING
         self._set_deadline(deadline)
+        self.uncork()
         try:
             await self.writer.drain()
         except asyncio.CancelledError:
