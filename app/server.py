@@ -221,7 +221,11 @@ class _Server:
             return
         self.corked = []
         for client in corked:
-            client.uncork()
+            try:
+                client.uncork()
+            except Exception:  # one broken transport must not keep the others' answers back
+                log.exception("writing a response failed; closing the connection")
+                client.transport.abort()
 
     def close(self) -> None:
         if self._tick_handle is not None:

@@ -261,6 +261,36 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
         writer.close()
 
 
+async def test_concurrent_keep_alive_clients_each_get_their_own_answers() -> None:
+    # In one process the clients' requests reach the server in the same loop iterations, so
+    # most answers take the corked path (written at the end of the iteration); some clients
+    # hang up without reading, so corked answers also go to connections already gone.
+    async with in_process() as server:
+
+        async def client(n: int) -> list[str]:
+            reader, writer = await server.connect()
+            results = []
+            for i in range(10):
+                writer.write(calculate(f"{n}*1000+{i}", "Accept: application/json"))
+                response = await asyncio.wait_for(read_async(reader), 10)
+                assert response.status == 200
+                results.append(json.loads(response.body)["result"])
+            writer.close()
+            return results
+
+        async def rude(n: int) -> None:
+            _, writer = await server.connect()
+            writer.write(calculate(f"{n}+1"))
+            await writer.drain()
+            writer.transport.abort()
+
+        clients = [client(n) for n in range(40)]
+        outcomes = await asyncio.gather(*clients, *(rude(n) for n in range(20)))
+        for n, results in enumerate(outcomes[:40]):
+            assert results == [str(n * 1000 + i) for i in range(10)]
+        assert (await exchange_async(server, calculate("6*7"))).body.count(b"42") >= 1
+
+
 def test_pipelining_one_byte_at_a_time(app_server: ServerProcess) -> None:
     raw = calculate("1+1") + request("GET", "/healthz", close=True)
     with app_server.connect() as sock:
