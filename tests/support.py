@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +89,15 @@ def _pump(stream: object, sink: list[str]) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    mode: str, *args: str, env: dict[str, str] | None = None
+    mode: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[ServerProcess]:
-    """Run `python -m <module of mode> --host 127.0.0.1 --port 0 *args` until the block ends."""
+    """Run `python -m <module of mode> --host 127.0.0.1 --port 0 *args` until the block ends.
+
+    `preexec_fn` runs in the child before the server starts (e.g. to lower a resource limit).
+    """
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, "-m", MODULES[mode], "--host", "127.0.0.1", "--port", "0", *args]
     proc = subprocess.Popen(
@@ -102,6 +108,7 @@ def running_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec_fn,
     )
     stderr: list[str] = []
     assert proc.stderr is not None and proc.stdout is not None

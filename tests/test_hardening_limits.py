@@ -10,16 +10,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import resource
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -34,7 +27,7 @@ from tests.hostile_corpus import (
     thread_count,
     wait_closed,
 )
-from tests.support import LISTENING, MODES, MODULES, ROOT, running_server
+from tests.support import MODES, running_server
 
 LONG = ("--header-timeout", "30", "--body-timeout", "30", "--keepalive-timeout", "30")
 
@@ -99,45 +92,15 @@ NOFILE = 64  # soft and hard: the server cannot raise it back
 SPIN_CPU = 0.3  # seconds of CPU in the 3 s exhausted window that count as spinning
 
 
-@contextlib.contextmanager
-def limited_server(mode: str, nofile: int) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int],
-                                                              list[str]]]:
-    """Start a mode like tests/support.py does, but with RLIMIT_NOFILE lowered in the child."""
-
-    def lower_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-    cmd = [sys.executable, "-m", MODULES[mode], "--host", "127.0.0.1", "--port", "0", *LONG]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=lower_limit,
-    )
-    stderr: list[str] = []
-    assert proc.stdout is not None and proc.stderr is not None
-    err_stream = proc.stderr
-    threading.Thread(target=lambda: stderr.extend(iter(err_stream.readline, "")),
-                     daemon=True).start()
-    try:
-        line = proc.stdout.readline()
-        match = LISTENING.match(line.strip())
-        assert match, f"{mode} under RLIMIT_NOFILE={nofile} did not start: {line!r} {stderr}"
-        out_stream = proc.stdout
-        threading.Thread(target=lambda: list(iter(out_stream.readline, "")), daemon=True).start()
-        yield proc, (match["host"].strip("[]"), int(match["port"])), stderr
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+def lower_nofile() -> None:
+    """Runs in the server's child process: soft and hard limit, so it cannot raise it back."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_out_of_descriptors_backs_off_and_recovers(mode: str) -> None:
-    with limited_server(mode, NOFILE) as (proc, address, stderr):
-        pid = proc.pid
+    with running_server(mode, *LONG, preexec_fn=lower_nofile) as server:
+        proc, address, pid = server.proc, server.address, server.proc.pid
         healthz_latency(address)
         spare = NOFILE - fd_count(pid)
         assert spare > 5, f"{mode} uses {NOFILE - spare} descriptors idle; limit too low to test"
@@ -147,12 +110,13 @@ def test_out_of_descriptors_backs_off_and_recovers(mode: str) -> None:
                 sock = socket.create_connection(address, timeout=10)
                 clients.append(sock)
             time.sleep(0.5)
-            cpu0, log0 = cpu_seconds(pid), len(stderr)
+            cpu0, log0 = cpu_seconds(pid), len(server.stderr_text())
             time.sleep(3.0)  # exhausted: a spinning accept loop would burn ~3 s of CPU here
             cpu = cpu_seconds(pid) - cpu0
-            log_lines = len(incident_lines("".join(stderr[log0:])))
+            log_lines = len(incident_lines(server.stderr_text()[log0:]))
             exhausted_fds = fd_count(pid)
-            assert proc.poll() is None, f"{mode} died when out of descriptors: {''.join(stderr)}"
+            assert proc.poll() is None, (
+                f"{mode} died when out of descriptors: {server.stderr_text()}")
         finally:
             for sock in clients:
                 sock.close()
@@ -163,7 +127,8 @@ def test_out_of_descriptors_backs_off_and_recovers(mode: str) -> None:
                 latency = healthz_latency(address, timeout=5)
                 break
             except (OSError, AssertionError, ConnectionError):
-                assert time.monotonic() < deadline, f"{mode} did not recover: {''.join(stderr)}"
+                assert time.monotonic() < deadline, (
+                    f"{mode} did not recover: {server.stderr_text()}")
                 time.sleep(0.2)
         print(f"\n[{mode}] RLIMIT_NOFILE={NOFILE}: {len(clients)} clients, server fds "
               f"{exhausted_fds}/{NOFILE}; CPU while exhausted {cpu:.2f}s in 3s; "
@@ -173,6 +138,7 @@ def test_out_of_descriptors_backs_off_and_recovers(mode: str) -> None:
         assert cpu < SPIN_CPU, f"{mode} burned {cpu:.2f}s CPU in 3s out of descriptors (spin)"
         assert log_lines < 10, f"{mode} log storm while exhausted: {log_lines} lines"
         assert proc.poll() is None
-        tracebacks = sum(1 for line in stderr if line.startswith("Traceback"))
-        assert tracebacks <= 10, f"{mode}: {tracebacks} tracebacks: {''.join(stderr)[-3000:]}"
+        text = server.stderr_text()
+        tracebacks = sum(1 for line in text.splitlines() if line.startswith("Traceback"))
+        assert tracebacks <= 10, f"{mode}: {tracebacks} tracebacks: {text[-3000:]}"
 

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
-import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -663,19 +663,17 @@ def test_ipv6_listening_line_has_brackets() -> None:
     assert format_address("::1", 80) == "[::1]:80" and format_address("1.2.3.4", 80) == "1.2.3.4:80"
 
 
-# Lowers the descriptor limit before the server starts (the server may raise only the soft
-# limit, never the hard one), so a burst of clients exhausts descriptors at accept().
-_LOW_FD_SITECUSTOMIZE = """
-import resource
-resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
-"""
+def _low_fd_limit() -> None:
+    # Runs in the child before the server starts (the server may raise only the soft limit,
+    # never the hard one), so a burst of clients exhausts descriptors at accept().
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_out_of_descriptors_does_not_spin_or_kill_the_server(loop: str, tmp_path: Path) -> None:
-    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(_LOW_FD_SITECUSTOMIZE))
-    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    with running_server("asyncio", "--loop", loop, "--keepalive-timeout", "30", env=env) as server:
+def test_out_of_descriptors_does_not_spin_or_kill_the_server(loop: str) -> None:
+    with running_server(
+        "asyncio", "--loop", loop, "--keepalive-timeout", "30", preexec_fn=_low_fd_limit
+    ) as server:
         clients = []
         for _ in range(80):  # more than the 48 descriptors: the rest wait in the backlog
             clients.append(server.connect())
