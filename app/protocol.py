@@ -58,6 +58,7 @@ __all__ = [
     "make_request",
     "parse_head",
     "render",
+    "timeout_error",
 ]
 
 # Strategy:
@@ -897,6 +898,13 @@ def render(request: Request | None, response: Response, *, date: bytes | None = 
     if date is None:
         return b"%s%s%s\r\n%s" % (line, block, framing, body)
     return b"%s%s%sDate: %s\r\n\r\n%s" % (line, block, framing, date, body)
+
+
+def timeout_error(phase: Phase, seconds: float) -> ProtocolError:
+    """The 408 a driver answers when a started head (Phase.HEAD) or body (Phase.BODY) has not
+    arrived within `seconds`; one wording for every driver."""
+    which = "head" if phase is Phase.HEAD else "body"
+    return ProtocolError(f"request {which} not received within {seconds:g} s", 408)
 
 
 def error_response(err: ProtocolError) -> Response:

@@ -72,6 +72,7 @@ from app.protocol import (
     error_response,
     http_date,
     render,
+    timeout_error,
 )
 from app.routes import STATIC_DIR, Asset, Routes, build_assets, internal_error_response
 
@@ -605,11 +606,8 @@ class _Client:
         conn = self.conn
         if why is _Interrupt.TIMEOUT and conn.phase in (Phase.HEAD, Phase.BODY):
             config = self.server.config
-            if conn.phase is Phase.HEAD:
-                which, limit = "head", config.header_timeout
-            else:
-                which, limit = "body", config.body_timeout
-            err = ProtocolError(f"request {which} not received within {limit:g} s", 408)
+            head = conn.phase is Phase.HEAD
+            err = timeout_error(conn.phase, config.header_timeout if head else config.body_timeout)
             self.uncork()
             self.transport.write(conn.send(None, error_response(err)))
             self.server.metrics.protocol_error(err.status)

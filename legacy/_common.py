@@ -40,6 +40,7 @@ from app.protocol import (
     Response,
     error_response,
     http_date,
+    timeout_error,
 )
 from app.routes import Routes, internal_error_response, load_assets
 
@@ -225,8 +226,9 @@ class Session:
             self.out.clear()
             self.done = self.aborted = True
         elif self._phase in (Phase.HEAD, Phase.BODY):
-            what = "request head" if self._phase is Phase.HEAD else "request body"
-            self._fail(ProtocolError(f"timed out waiting for the {what}", 408))
+            head = self._phase is Phase.HEAD
+            limit = self.timeouts.header if head else self.timeouts.body
+            self._fail(timeout_error(self._phase, limit))
         else:  # idle: nothing to say, just close
             self.done = True
 

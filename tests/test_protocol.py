@@ -24,6 +24,7 @@ from app.protocol import (
     http_date,
     parse_head,
     render,
+    timeout_error,
 )
 
 Event = Request | ExpectContinue | ProtocolError | str
@@ -586,3 +587,12 @@ def test_long_pipeline_in_one_read_then_split_reads(count: int) -> None:
     assert conn.next_event() == Request("POST", "/p", "/p", "", "1.1", (("host", "h"),
                                         ("content-length", "3")), b"abc", True)
     assert conn.next_event() is NEED_DATA
+
+
+def test_timeout_error_is_one_408_for_every_driver() -> None:
+    head = timeout_error(Phase.HEAD, 10.0)
+    body = timeout_error(Phase.BODY, 0.5)
+    assert (head.status, head.close, body.status, body.close) == (408, True, 408, True)
+    assert head.message == "request head not received within 10 s"
+    assert body.message == "request body not received within 0.5 s"
+    assert error_response(head).body == b"Request Timeout: request head not received within 10 s\n"
