@@ -595,4 +595,5 @@ def test_timeout_error_is_one_408_for_every_driver() -> None:
     assert (head.status, head.close, body.status, body.close) == (408, True, 408, True)
     assert head.message == "request head not received within 10 s"
     assert body.message == "request body not received within 0.5 s"
-    assert error_response(head).body == b"Request Timeout: request head not received within 10 s\n"
+    assert error_response(head).body == (
+        b"408 Request Timeout: request head not received within 10 s\n")
