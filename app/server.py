@@ -1,4 +1,4 @@
-"""The production mode: `asyncio.start_server` streams over the shared sans-IO HTTP/1.1 core.
+"""The production mode: asyncio streams over the shared sans-IO HTTP/1.1 core.
 
 Model: one event loop (uvloop when importable), one task per connection. A waiting connection is
 a suspended coroutine plus a transport, a few KB, so ten thousand idle keep-alive clients cost
@@ -6,6 +6,11 @@ tens of MB and no threads. Everything HTTP is in `app.protocol`; everything the 
 answers is in `app.routes`; this module only moves bytes, owns time and limits, and shuts down
 politely. Where it breaks: one core per process (run several with a supervisor), and a handler
 that computes for long stalls every client of that process.
+
+Connections are what `asyncio.start_server` makes (a StreamReader/StreamWriter pair from the
+stdlib's StreamReaderProtocol, one task running our handler), but we accept them ourselves, in
+batches (`_Acceptor`): uvloop's server accepts one connection per loop iteration, and under load
+a burst of new clients queued behind it for seconds (see ACCEPT_BATCH).
 
 Strategy (the hot path, per connection):
 - Read up to 64 KiB, feed it to `Connection`, answer every request the chunk completes, and
@@ -93,13 +98,18 @@ LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 1024 * 1024
 # File descriptors kept for the listening socket, logs, asset files and the loop itself.
 FD_RESERVE: Final = 64
-# Out of descriptors, asyncio's accept loop logs a traceback per attempt (up to backlog of them
-# per second, CPython 3.11): log it at most this often, with a count, so logging cannot spin.
+# Connections accepted per readiness event of a listening socket. Not libuv's own accept: since
+# libuv 1.45 (PR #3696) uvloop's servers accept one connection per loop iteration, so behind a
+# busy loop a burst of N new clients waits N iterations. Measured here (POST /calculate from 512
+# fresh connections while the loop is saturated, ~30 ms per iteration): the last clients waited
+# 1-3.7 s for their first answer, in 2 runs out of 8 under wrk; accepting in batches, none did.
+# A bound, so that a connection flood cannot starve the clients already being served.
+ACCEPT_BATCH: Final = 256
+# Out of descriptors (or kernel memory), accept() fails: stop accepting for this long, leaving
+# new clients in the kernel's backlog, instead of spinning on the error (the legacy modes' value).
+ACCEPT_RETRY_DELAY: Final = 0.1
+# ... and log it at most this often, with a count of the failures in between.
 ACCEPT_ERROR_LOG_INTERVAL: Final = 10.0
-# The stdlib loop accepts up to `backlog` connections per readiness event and, on EMFILE, retries
-# that many times a second; it gets asyncio's own default batch while the kernel queue keeps
-# --backlog. (uvloop accepts until EAGAIN and sheds on EMFILE, so it gets --backlog as is.)
-STDLIB_ACCEPT_BATCH: Final = 100
 # On shutdown, a connection accepted but not yet heard from gets this long to send its request
 # (it is normally in flight already: clients send right after connecting), then is closed.
 DRAIN_FIRST_REQUEST_GRACE: Final = 1.0
@@ -148,31 +158,130 @@ async def load_static_assets(directory: Path = STATIC_DIR) -> dict[str, Asset]:
     return build_assets(dict(item for item in found if item is not None))
 
 
-class _AcceptErrorFilter:
-    """A loop exception handler that rate-limits "accept() out of system resource" reports.
+class _Acceptor:
+    """Accepts connections from listening sockets, in batches, and hands each to asyncio streams.
 
-    Both loops back off on EMFILE by themselves (asyncio retries accept after 1 s, libuv sheds
-    the connection with its reserve descriptor); only the reporting needs bounding.
+    What `asyncio.start_server` does, minus one thing: the loop's own accept path (see
+    ACCEPT_BATCH for why). Each accepted socket becomes a StreamReader/StreamWriter pair through
+    `loop.connect_accepted_socket` and the stdlib's StreamReaderProtocol, exactly as
+    `start_server` would build them, and `on_connection(reader, writer)` runs in its own task.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sockets: list[socket.socket],
+        on_connection: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                Coroutine[Any, Any, None]],
+    ) -> None:
         self.loop = loop
-        self.suppressed = 0
-        self.last = -ACCEPT_ERROR_LOG_INTERVAL
+        self.sockets = sockets
+        self.on_connection = on_connection
+        self.connecting: set[asyncio.Task[Any]] = set()
+        self.paused: list[socket.socket] = []
+        self.retry: asyncio.TimerHandle | None = None
+        self.failures = 0
+        self.last_report = -ACCEPT_ERROR_LOG_INTERVAL
+        for sock in sockets:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._accept, sock)
 
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if "out of system resource" not in str(context.get("message", "")):
-            loop.default_exception_handler(context)
-            return
-        now = loop.time()
-        if now - self.last < ACCEPT_ERROR_LOG_INTERVAL:
-            self.suppressed += 1
-            return
-        exc = context.get("exception")
-        log.error("accept() failed: %s; new connections wait in the backlog (%d similar "
-                  "errors suppressed)", exc, self.suppressed)
-        self.last = now
-        self.suppressed = 0
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # everyone who was waiting is in
+            except ConnectionAbortedError:
+                continue  # reset while in the backlog: nothing to serve
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM: back off, do not spin
+                self._pause(listener, exc)
+                return
+            self._connect(sock)
+
+    def _connect(self, sock: socket.socket) -> None:
+        loop = self.loop
+        reader = asyncio.StreamReader(limit=READER_LIMIT, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self.on_connection, loop=loop)
+        try:
+            task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+        except Exception:  # cannot happen short of a broken loop; never lose the descriptor
+            sock.close()
+            raise
+        self.connecting.add(task)
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        self.connecting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("could not set up an accepted connection: %s", task.exception())
+
+    def _pause(self, listener: socket.socket, exc: OSError) -> None:
+        self.loop.remove_reader(listener.fileno())
+        self.paused.append(listener)
+        if self.retry is None:
+            self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
+        now = self.loop.time()
+        if now - self.last_report >= ACCEPT_ERROR_LOG_INTERVAL:
+            log.error("accept() failed: %s; new connections wait in the backlog, retrying every "
+                      "%g s (%d similar errors since the last report)",
+                      exc, ACCEPT_RETRY_DELAY, self.failures)
+            self.last_report = now
+            self.failures = 0
+        else:
+            self.failures += 1
+
+    def _resume(self) -> None:
+        self.retry = None
+        paused, self.paused = self.paused, []
+        for listener in paused:
+            if listener.fileno() >= 0:
+                self.loop.add_reader(listener.fileno(), self._accept, listener)
+
+    async def close(self) -> None:
+        """Stop accepting and close the listening sockets; connections accepted so far have
+        registered with the server (their handler task has started) when this returns."""
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                if sock not in self.paused:
+                    self.loop.remove_reader(sock.fileno())
+                sock.close()
+        self.paused = []
+        if self.connecting:
+            await asyncio.gather(*self.connecting, return_exceptions=True)
+        # connection_made created each handler's task; let it take its first step.
+        await asyncio.sleep(0)
+
+
+def bind_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Listening sockets for every address `host` resolves to, all on one port (asyncio's
+    `create_server` rules: SO_REUSEADDR, IPv6 sockets IPv6-only)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address[:2]) in seen:
+                continue
+            seen.add((family, address[:2]))
+            if port == 0 and sockets:  # the first socket picked the port; the others join it
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 class _Server:
@@ -235,7 +344,7 @@ class _Server:
             self.access.flush()
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """`start_server`'s callback: one call (in its own task) per accepted connection."""
+        """The connection handler (`_Acceptor`): one call, in its own task, per connection."""
         metrics = self.metrics
         # While draining, a connection accepted before the listener closed is still served
         # (one request, then close): under a supervisor's reload that client has no one else.
@@ -681,47 +790,34 @@ async def serve(
     shutdown: asyncio.Event | None = None,
     force: asyncio.Event | None = None,
     ready: ReadyCallback | None = None,
-    sock: socket.socket | None = None,
+    sock: socket.socket | list[socket.socket] | None = None,
     metrics: Metrics | None = None,
 ) -> None:
     """Serve until `shutdown` is set, then drain gracefully (or at once when `force` is set).
 
     `routes` defaults to the calculator's routes over app/static (read with aiofiles); `ready`
     is called with the bound (host, port) once connections are accepted; `sock` is an already
-    bound listening socket to use instead of config.host/config.port (e.g. for a pre-fork
-    supervisor); `metrics` is where counters go (default: this process only). Without
-    `shutdown`, serves until cancelled.
+    bound listening socket (or several) to use instead of config.host/config.port (e.g. for a
+    pre-fork supervisor), closed when serving ends; `metrics` is where counters go (default:
+    this process only). Without `shutdown`, serves until cancelled.
     """
     loop = asyncio.get_running_loop()
     if routes is None:
         routes = Routes(await load_static_assets())
     state = _Server(config, routes, loop, metrics)
-    own_handler = loop.get_exception_handler() is None
-    if own_handler:
-        loop.set_exception_handler(_AcceptErrorFilter(loop))
-    if sock is not None:
-        listener = await asyncio.start_server(
-            state.accept, sock=sock, backlog=config.backlog, limit=READER_LIMIT
-        )
+    if sock is None:
+        sockets = bind_listeners(config.host, config.port, config.backlog)
     else:
-        stdlib_loop = isinstance(loop, asyncio.BaseEventLoop)
-        listener = await asyncio.start_server(
-            state.accept, config.host, config.port, limit=READER_LIMIT, reuse_address=True,
-            backlog=min(config.backlog, STDLIB_ACCEPT_BATCH) if stdlib_loop else config.backlog,
-        )
-        if stdlib_loop and config.backlog > STDLIB_ACCEPT_BATCH:
-            for listening in listener.sockets:  # listen() again only resizes the kernel queue
-                with socket.socket(fileno=os.dup(listening.fileno())) as dup:
-                    dup.listen(config.backlog)
+        sockets = [sock] if isinstance(sock, socket.socket) else list(sock)
+    listener = _Acceptor(loop, sockets, state.accept)
     try:
-        bound = listener.sockets[0].getsockname()
+        bound = sockets[0].getsockname()
         if ready is not None:
             ready(str(bound[0]), int(bound[1]))
         stop = shutdown if shutdown is not None else asyncio.Event()
         await stop.wait()
         log.info("shutting down: no new connections; %d open", len(state.clients))
-        listener.close()
-        await asyncio.sleep(0)  # connections accepted in the last batch register themselves
+        await listener.close()
         state.begin_drain()
         if force is None:
             force = asyncio.Event()
@@ -741,11 +837,7 @@ async def serve(
                     await state.all_closed.wait()
     finally:
         state.close()
-        listener.close()
-        with contextlib.suppress(Exception):
-            await listener.wait_closed()
-        if own_handler:
-            loop.set_exception_handler(None)
+        await listener.close()
 
 
 # -- process entry ------------------------------------------------------------------------------
@@ -812,9 +904,14 @@ async def _main(config: Config) -> int:
             log.warning("second SIGINT: exiting now")
             force.set()
 
+    try:
+        sockets = bind_listeners(config.host, config.port, config.backlog)
+    except OSError as exc:
+        log.critical("cannot listen on %s port %d: %s", config.host, config.port, exc)
+        return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    await serve(config, shutdown=shutdown, force=force, ready=print_listening)
+    await serve(config, shutdown=shutdown, force=force, ready=print_listening, sock=sockets)
     return 130 if force.is_set() else 0
 
 

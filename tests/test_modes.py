@@ -20,6 +20,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -453,6 +454,65 @@ def test_200_clients_while_one_idles(server: ServerProcess) -> None:
         # The idle client was never dropped for it; it is served now.
         idle.sendall(raw_request("GET", "/healthz"))
         assert read_response(idle, bytearray()).status == 200
+
+
+
+# About 13 ms of CPU per request (thirty exact 3248! summed): enough to make every turn of a
+# single-threaded loop long, while the answer stays small and valid.
+HEAVY_FORM = ("expr=" + urllib.parse.quote("+".join(["3248!"] * 30))).encode()
+BURST = 150
+# Seconds for all of them. Measured on this machine: select, selectors and asyncio 0.06-0.11 s;
+# asyncio accepting one connection per loop turn (uvloop's own accept path) 3.7 s.
+BURST_BOUND = 2.0
+GIL_CONVOY = (
+    "a thread per connection shares one GIL with the threads computing: every step of a new "
+    "client (accept, thread start, recv, send) waits out the 5 ms switch interval behind them, "
+    "so the burst takes seconds (4.2-5.2 s measured); asserted: every client is served"
+)
+THREAD_MODES = {"socketserver", "threaded"}
+
+
+def test_burst_of_new_clients_is_accepted_while_busy(server: ServerProcess) -> None:
+    """New clients must not queue behind a busy server one accept() per turn of its loop.
+
+    uvloop's own accept path (libuv >= 1.45) takes one connection per loop iteration, so while
+    4 clients keep the loop busy with 13 ms requests, the last of 150 new clients waited seconds
+    just to be accepted. The event-loop modes must take a burst in a few turns; the thread
+    modes are bounded by the GIL instead (GIL_CONVOY), and must still serve everyone."""
+    stop = threading.Event()
+
+    def keep_busy() -> int:
+        answered = 0
+        with server.connect(timeout=20) as sock:
+            pending = bytearray()
+            while not stop.is_set():
+                sock.sendall(raw_request("POST", "/calculate", {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json"}, HEAVY_FORM))
+                assert read_response(sock, pending).status == 200
+                answered += 1
+        return answered
+
+    with ThreadPoolExecutor(4) as pool, contextlib.ExitStack() as stack:
+        busy = [pool.submit(keep_busy) for _ in range(4)]
+        try:
+            time.sleep(0.5)  # the heavy requests are flowing
+            started = time.monotonic()
+            clients = [stack.enter_context(server.connect(timeout=20)) for _ in range(BURST)]
+            for sock in clients:
+                sock.sendall(raw_request("GET", "/healthz"))
+            for sock in clients:
+                assert read_response(sock, bytearray()).status == 200
+            elapsed = time.monotonic() - started
+        finally:
+            stop.set()
+        heavy_answered = sum(future.result(timeout=60) for future in busy)
+    print(f"\n[{server.mode}] {BURST} new clients answered in {elapsed:.2f} s while busy")
+    assert heavy_answered >= 4, "the busy clients were not being served"
+    bound = 30.0 if server.mode in THREAD_MODES else BURST_BOUND  # 30 s: stuck, not slow
+    assert elapsed < bound, (
+        f"{server.mode}: {BURST} new clients took {elapsed:.1f} s to be answered while busy")
+    _check_healthy(server)
 
 
 def _limit_params() -> list[object]:

@@ -15,6 +15,8 @@ import os
 import resource
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ import pytest
 from app.config import Config
 from app.protocol import Request, Response
 from app.routes import STATIC_DIR, Routes, load_assets
-from app.server import format_address, serve
+from app.server import bind_listeners, format_address, serve
 from tests.support import (
     RawResponse,
     ServerProcess,
@@ -685,8 +687,8 @@ def test_out_of_descriptors_does_not_spin_or_kill_the_server(loop: str) -> None:
         for sock in clients:
             sock.close()
         # Descriptors are free again: a new client is served (accept retries after a backoff).
-        # Until the server has closed its side of those sockets, libuv may still shed a new
-        # connection (accept, then close at once), so retry for a while.
+        # Until the server has closed its side of those sockets it is still out of descriptors,
+        # so retry for a while.
         deadline = time.monotonic() + 10
         reply = b""
         while not reply.startswith(b"HTTP/1.1 200 ") and time.monotonic() < deadline:
@@ -704,3 +706,28 @@ def test_out_of_descriptors_does_not_spin_or_kill_the_server(loop: str) -> None:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_port_in_use_is_one_clear_line_and_exit_1() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "--port", str(port)], capture_output=True, text=True,
+            timeout=30, cwd=Path(__file__).resolve().parent.parent,
+        )
+    assert done.returncode == 1, done
+    assert f"cannot listen on 127.0.0.1 port {port}: [Errno 98]" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_bind_listeners_puts_every_address_on_one_port() -> None:
+    sockets = bind_listeners("localhost", 0, 8)  # 127.0.0.1, and ::1 where the host has it
+    try:
+        assert sockets
+        ports = {sock.getsockname()[1] for sock in sockets}
+        assert len(ports) == 1 and ports.pop() > 0
+        addresses = [sock.getsockname()[0] for sock in sockets]
+        assert "127.0.0.1" in addresses and len(set(addresses)) == len(addresses), addresses
+    finally:
+        for sock in sockets:
+            sock.close()
