@@ -77,6 +77,7 @@ PEERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "uvicorn": ("uvicorn_app.py", ("uvicorn", "httptools", "uvloop")),
     "aiohttp": ("aiohttp_app.py", ("aiohttp", "uvloop")),
     "raw": ("raw_protocol.py", ("uvloop",)),
+    "streams": ("streams_constant.py", ("uvloop",)),
 }
 LABELS: dict[str, str] = {
     "asyncio": "asyncio (python -m app)",
@@ -87,6 +88,7 @@ LABELS: dict[str, str] = {
     "uvicorn": "uvicorn + httptools + uvloop",
     "aiohttp": "aiohttp + uvloop",
     "raw": "raw asyncio.Protocol (ceiling)",
+    "streams": "bare start_server streams (streams ceiling)",
 }
 
 LOAD_KINDS = ("post", "get")
@@ -1100,14 +1102,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             "column compares server CPU per request, which noise disturbs least.",
             "",
             "| scenario | connections | asyncio req/s | vs uvicorn | vs aiohttp | vs raw ceiling "
-            "| CPU/request: uvicorn's over ours |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| vs streams ceiling | CPU/request: uvicorn's over ours |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in results["ratios"]:
             lines.append(
                 f"| {row['scenario'].upper()} | {row['connections']} "
                 f"| {_num(row['asyncio_rps'])} | "
-                + " | ".join(_ratio_cell(row, p) for p in ("uvicorn", "aiohttp", "raw"))
+                + " | ".join(
+                    _ratio_cell(row, p) for p in ("uvicorn", "aiohttp", "raw", "streams"))
                 + f" | {_num(row['cpu_vs_uvicorn'], 2)}x |"
             )
         lines.append("")
