@@ -266,12 +266,17 @@ _EXPECT_CONTINUE: Final = ExpectContinue()
 
 @dataclass(slots=True)
 class Response:
-    """A response value; `render` adds Content-Length and Connection."""
+    """A response value; `render` adds Content-Length and Connection.
+
+    `reason` is never sent: a short machine-readable word from the handler for the driver's
+    metrics and logs (routes: the CalcError kind of a 422), so nobody parses bodies back.
+    """
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     close: bool = False
+    reason: str | None = None
 
 
 class Head(NamedTuple):

@@ -409,12 +409,15 @@ class Routes:
             result = evaluate(expr)
         except CalcError as error:
             if mode == "html":
-                return self._render(422, expr, error=error)
-            if mode == "text":
-                return _text_response(
+                response = self._render(422, expr, error=error)
+            elif mode == "text":
+                response = _text_response(
                     422, f"error: {error.kind}: {error.message} (at {error.position})\n", _VARY
                 )
-            return _json_response(422, {"error": error.to_json()})
+            else:
+                response = _json_response(422, {"error": error.to_json()})
+            response.reason = error.kind  # for the driver's metrics; never sent
+            return response
         if mode == "html":
             return self._render(200, expr, result=result)
         if mode == "text":

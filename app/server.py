@@ -49,7 +49,6 @@ import enum
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import sys
@@ -668,7 +667,7 @@ class _Client:
                 elapsed = now() - started
                 request_done(path, status, elapsed)
                 if status == 422:
-                    metrics.calculator_error(_calculator_error_kind(response.body))
+                    metrics.calculator_error(response.reason or "other")
                 if access is not None:
                     access.log(
                         self.peer, event.method, event.target, event.version, status,
@@ -747,19 +746,6 @@ class _Client:
             if self._take_interrupt() is _Interrupt.ABORT:
                 self.transport.abort()
         self.waiting = _Wait.BUSY
-
-
-# The kind of a 422's CalcError, in each of the shapes routes answers it: JSON, page, plain text.
-_CALC_ERROR_KIND: Final = re.compile(
-    rb'"kind": ?"([a-z_]+)"|data-kind="([a-z_]+)"|^error: ([a-z_]+):'
-)
-
-
-def _calculator_error_kind(body: bytes) -> str:
-    match = _CALC_ERROR_KIND.search(body)
-    if match is None:
-        return "other"
-    return next(group for group in match.groups() if group).decode("ascii")
 
 
 def _metrics_response(request: Request, metrics: Metrics) -> Response:

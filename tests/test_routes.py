@@ -183,6 +183,11 @@ def test_calculator_error_is_422_with_position() -> None:
     assert isinstance(err["message"], str)
     text = handle("POST", "/calculate", b"1/0", Content_Type="text/plain")
     assert text.status == 422 and text.body.startswith(b"error: division_by_zero")
+    page = handle("POST", "/calculate", b"expr=2pi", Content_Type=FORM, Accept="text/html")
+    assert page.status == 422 and page.body.startswith(b"<!doctype html>")
+    # The kind rides along unsent, for the driver's metrics, in every shape of the answer.
+    assert (resp.reason, text.reason, page.reason) == ("unknown_name", "division_by_zero", "syntax")
+    assert handle("GET", "/calculate?expr=1").reason is None
 
 
 @pytest.mark.parametrize(
