@@ -1347,6 +1347,35 @@ class FunctionSpec:
         return f"{self.min_args} to {self.max_args} arguments"
 
 
+# mpmath's pure-Python integer square root below this is Newton's method run to the exact floor
+# (isqrt_small_python), which math.isqrt computes in C.
+_SQRT_SMALL: Final = 1 << 600
+
+
+def _mpf_sqrt(s: MPF, prec: int) -> MPF:
+    """libmp.mpf_sqrt(s, prec, round_nearest), the same steps with the integer square root done
+    by math.isqrt: ~25,000 instructions less at working precision."""
+    sign, man, exp, bc = s
+    if sign or not man:
+        return libmp.mpf_sqrt(s, prec, _RND)  # type: ignore[no-any-return]
+    if exp & 1:
+        exp -= 1
+        man <<= 1
+        bc += 1
+    elif man == 1:
+        return libmp.normalize(sign, man, exp // 2, bc, prec, _RND)  # type: ignore[no-any-return]
+    shift = max(4, 2 * prec - bc + 4)
+    shift += shift & 1
+    n = man << shift
+    if n >= _SQRT_SMALL:  # mpmath's larger-number square root: leave it to mpmath
+        return libmp.mpf_sqrt(s, prec, _RND)  # type: ignore[no-any-return]
+    root = math.isqrt(n)
+    if root * root != n:  # perturb up, as mpf_sqrt does for a nonzero remainder
+        root = (root << 1) + 1
+        shift += 2
+    return libmp.from_man_exp(root, (exp - shift) // 2, prec, _RND)  # type: ignore[no-any-return]
+
+
 def _f_sqrt(args: list[Value], ctx: _Context) -> Value:
     x = args[0]
     if type(x) is int and x >= 0 and x.bit_length() <= 2048:
@@ -1357,7 +1386,7 @@ def _f_sqrt(args: list[Value], ctx: _Context) -> Value:
         if r * r == x:
             return r
         wp = PRECISION_BITS + 10
-        return _round(libmp.mpf_sqrt(libmp.from_int(x, wp, _RND), wp, _RND))
+        return _round(_mpf_sqrt(libmp.from_int(x, wp, _RND), wp))
     if _sign(x) < 0:
         raise _Fail(CalcDomainError, "square root of a negative number", 0)
     if type(x) is not tuple:
@@ -1365,7 +1394,7 @@ def _f_sqrt(args: list[Value], ctx: _Context) -> Value:
         if root is not None:
             return root
         ctx.charge(_bits(x))  # type: ignore[arg-type]
-    return _round(libmp.mpf_sqrt(_to_mpf(x, PRECISION_BITS + 10), PRECISION_BITS + 10, _RND))
+    return _round(_mpf_sqrt(_to_mpf(x, PRECISION_BITS + 10), PRECISION_BITS + 10))
 
 
 def _f_cbrt(args: list[Value], ctx: _Context) -> Value:
@@ -1746,15 +1775,16 @@ def _int_to_str(n: int) -> str:
 
 def _format(negative: bool, digits: str, exp10: int) -> str:
     """Format sign, significant digits (no trailing zeros) and the exponent of the first digit."""
+    if 0 <= exp10 < len(digits) - 1:  # the commonest case: digits on both sides of the point
+        text = digits[: exp10 + 1] + "." + digits[exp10 + 1 :]
+        return "-" + text if negative else text
     sign = "-" if negative else ""
     if exp10 < -10 or exp10 >= DISPLAY_DIGITS:
         mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         return f"{sign}{mantissa}e{exp10}"
     if exp10 < 0:
         return f"{sign}0.{'0' * (-exp10 - 1)}{digits}"
-    whole = digits[: exp10 + 1].ljust(exp10 + 1, "0")
-    frac = digits[exp10 + 1 :]
-    return f"{sign}{whole}.{frac}" if frac else f"{sign}{whole}"
+    return sign + digits.ljust(exp10 + 1, "0")  # no fractional digits
 
 
 # 10**k for the exponents display needs often (digit extraction of small fractions and mpfs).
@@ -1778,7 +1808,7 @@ def _display_fraction(num: int, den: int) -> str:
             fives += 1
         if t == 1:
             k = max(twos, fives)
-            digits = str(p * 10**k // q)
+            digits = str(p * _POW10[k] // q)  # k <= 63: q < 2^64
             stripped = digits.rstrip("0")
             if len(stripped) <= DISPLAY_DIGITS:
                 return _format(negative, stripped, len(digits) - 1 - k)
@@ -1787,10 +1817,12 @@ def _display_fraction(num: int, den: int) -> str:
         # exponent; rounding half up on the next digit of m is rounding half up of p/q itself
         # (the dropped tail of m is below one unit, which cannot reach the next half-unit step).
         k = 42 + ((q.bit_length() - p.bit_length() + 1) * 30103) // 100_000  # 3 <= k <= 62
-        digits = str(p * _POW10[k] // q)
+        m = p * _POW10[k] // q
+        digits = str(m)
         e = len(digits) - 1 - k
         if digits[DISPLAY_DIGITS] >= "5":
-            digits = str(int(digits[:DISPLAY_DIGITS]) + 1)
+            # int(digits[:DISPLAY_DIGITS]) + 1, without parsing the digits back
+            digits = str(m // _POW10[len(digits) - DISPLAY_DIGITS] + 1)
             if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
                 e += 1
                 digits = digits[:DISPLAY_DIGITS]
@@ -1843,17 +1875,22 @@ def _display_mpf(x: MPF) -> str:
         fixdps = int(fixprec / _LOG2_10 + 0.5)
         offset = exp + fixprec
         fixed = man << offset if offset >= 0 else man >> -offset
-        digits = str(fixed * (_POW10[fixdps] if fixdps < 1200 else 10**fixdps) >> fixprec)
+        n = fixed * (_POW10[fixdps] if fixdps < 1200 else 10**fixdps) >> fixprec
+        digits = str(n)
         exp10 = len(digits) - fixdps - 1
+        if digits[DISPLAY_DIGITS] >= "5":  # round half up on the 41st digit
+            # int(digits[:DISPLAY_DIGITS]) + 1, without parsing the digits back
+            text = str(n // _POW10[len(digits) - DISPLAY_DIGITS] + 1)
+        else:
+            text = digits[:DISPLAY_DIGITS]
     else:
         _, digits, exp10 = libmp.to_digits_exp(x, DISPLAY_DIGITS + 5)
-    if digits[DISPLAY_DIGITS] >= "5":  # round half up on the 41st digit
-        text = str(int(digits[:DISPLAY_DIGITS]) + 1)
-        if len(text) > DISPLAY_DIGITS:
-            exp10 += 1
-            text = text[:DISPLAY_DIGITS]
-    else:
         text = digits[:DISPLAY_DIGITS]
+        if digits[DISPLAY_DIGITS] >= "5":  # round half up on the 41st digit
+            text = str(int(text) + 1)
+    if len(text) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
+        exp10 += 1
+        text = text[:DISPLAY_DIGITS]
     return _format(sign == 1, text.rstrip("0"), exp10)
 
 
@@ -1957,12 +1994,23 @@ def _fast_number(tok: str) -> Value:
         raise _Bail  # long literals: let the tree path pay for them once
     if tok.isdigit():
         return int(tok)
-    if "e" in tok or "E" in tok:
-        return _parse_number(tok)
-    whole, _, frac = tok.partition(".")
-    if not frac:
-        return int(whole)
-    return _ratio(int(whole + frac), 10 ** len(frac))
+    mantissa, marker, exponent_text = tok.partition("e")
+    if not marker:
+        mantissa, marker, exponent_text = tok.partition("E")
+    whole, _, frac = mantissa.partition(".")
+    if not marker:
+        if not frac:
+            return int(whole)
+        return _ratio(int(whole + frac), 10 ** len(frac))
+    if len(exponent_text) > 3:
+        return _parse_number(tok)  # its range and size checks decide
+    # Below 10^±999 with under 300 digits the value is always exact and within MAX_EXACT_BITS,
+    # so _parse_number would build exactly this (its Fraction normalised as _ratio does).
+    exponent = int(exponent_text) - len(frac)
+    digits = int(whole + frac)
+    if exponent >= 0:
+        return digits * int(10**exponent)
+    return _ratio(digits, int(10**-exponent))
 
 
 def _fast_expr(
@@ -2062,6 +2110,21 @@ def _fast_expr(
                 and b * left.bit_length() <= 4096
             ):
                 left = left**b  # what _int_power computes, and below its charging threshold
+            elif (
+                type(left) is Fraction
+                and type(b) is int
+                and b > 0
+                and _FAST_FRACTIONS
+                and b * max(
+                    (num := left._numerator).bit_length(),  # type: ignore[attr-defined]
+                    (den := left._denominator).bit_length(),  # type: ignore[attr-defined]
+                )
+                <= 4096
+            ):
+                # What _int_power computes (Fraction.__pow__: both terms to the power, still in
+                # lowest terms), without its generic checks; no charge below 4096 bits there.
+                ctx.charge_units(1)
+                left = _fraction_unchecked(num**b, den**b)
             else:
                 ctx.charge_units(1)
                 left = _power(left, b, ctx)
