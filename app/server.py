@@ -30,11 +30,12 @@ Strategy (the hot path, per connection):
   ~8 us here; the float store ~0), and none per connection. When a deadline passes, the wheel
   cancels the connection's task and the task decides by phase: idle -> close quietly; partial
   head or body -> 408 and close; unread output -> abort.
-- Why streams and not a Protocol: measured (wrk -c64, server and client pinned, CPU per request
-  from /proc): a minimal start_server streams server answering a constant response costs ~21 us
-  per request, a bare asyncio.Protocol ~12 us; so the StreamReader read path and the task
-  switch cost ~9 us of the ~95 us a POST /calculate costs here, under the 25% that would justify
-  a second read-side model. The rest is the calculator, routes, protocol and the write syscall.
+- Why streams and not a Protocol: DESIGN.md asks for streams, and the price is measured in the
+  same benchmark run (scripts/bench.py, wrk -c64, pinned, CPU per request from /proc): a bare
+  start_server streams server answering a constant response costs 15 us per request, a bare
+  asyncio.Protocol 11 us. So the StreamReader copy and the task switch per read are ~4 us of
+  the ~56 us a POST /calculate costs here; the rest is the calculator (~12 us on the corpus),
+  routes (~5), the protocol core (~3) and the loop and system calls both ceilings pay too.
 - Shutdown (SIGTERM/SIGINT or the injected event): stop accepting, close idle connections,
   mark the rest so their next response carries `Connection: close`, wait up to
   --graceful-timeout for them, then abort what is left.
