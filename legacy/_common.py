@@ -296,6 +296,14 @@ def close_gently(sock: socket.socket) -> None:
     sock.close()
 
 
+def no_delay(sock: socket.socket) -> None:
+    """Turn off Nagle's algorithm (TCP_NODELAY), as uvloop does on every connection: an answer
+    that leaves in more than one send (a large page after a partial send) must not wait for the
+    client's delayed ACK before its last small segment goes."""
+    with contextlib.suppress(OSError):  # not a TCP socket: nothing to turn off
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def close_abruptly(sock: socket.socket) -> None:
     """Close with RST (SO_LINGER 0): the kernel drops what is still queued for a peer that
     stopped reading, instead of trickling it out for minutes to an orphaned socket."""
@@ -358,6 +366,7 @@ class Connections:
         self._stopping = False
 
     def serve(self, sock: socket.socket) -> None:
+        no_delay(sock)
         session = Session(self.routes, self.timeouts)
         with self._lock:
             self._open[sock] = session

@@ -60,6 +60,7 @@ from legacy._common import (
     listen,
     make_parser,
     make_routes,
+    no_delay,
     setup_logging,
 )
 
@@ -175,6 +176,7 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
                         refuse(client)
                         continue
                     client.setblocking(False)
+                    no_delay(client)
                     sessions[client] = Session(routes, timeouts)
             else:
                 guarded(on_readable, sock)

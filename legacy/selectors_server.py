@@ -53,6 +53,7 @@ from legacy._common import (
     listen,
     make_parser,
     make_routes,
+    no_delay,
     setup_logging,
 )
 
@@ -153,6 +154,7 @@ class Server:
                 self.accept_after = time.monotonic() + ACCEPT_RETRY
                 return
             sock.setblocking(False)
+            no_delay(sock)
             client = Client(self, sock, Session(self.routes, self.timeouts))
             self.selector.register(sock, selectors.EVENT_READ, client.ready)
             self.clients.add(client)
