@@ -73,10 +73,11 @@ __all__ = [
 # Connection, Expect) are one pass over the few fields whose names matter.
 #
 # Errors must not depend on how the bytes were split. A head still arriving is checked
-# incrementally (`check_partial_head`): line by line, in order, for bare LF, request-line length
-# (414), field count and head size (431). The whole-head diagnosis runs the very same scan first,
-# over the same window, so feeding a request whole, byte by byte or in random splits gives the
-# same request or the same error. The chunked decoder works line by line for the same reason.
+# incrementally (`check_partial_head`): a method that cannot be a token on its first bytes, then
+# line by line, in order, for bare LF, request-line length (414), field count and head size
+# (431). The whole-head diagnosis runs the very same checks first, over the same window, so
+# feeding a request whole, byte by byte or in random splits gives the same request or the same
+# error. The chunked decoder works line by line for the same reason.
 #
 # Python traps avoided: every pattern is bytes and used with fullmatch (never `$`, `\d`, `\s`,
 # re.IGNORECASE); numbers reach int() only after a pattern has proved them ASCII digits or hex;
@@ -305,13 +306,30 @@ def make_request(head: Head, body: bytes, trailers: tuple[tuple[str, str], ...] 
 # --- head parsing ---------------------------------------------------------------------------------
 
 
+# A request line starts with its method, a token (RFC 9110 9.1). Whatever opens with another
+# byte before its first SP, CR or LF (a TLS handshake sent to the plain HTTP port, binary noise)
+# is refused on its first bytes, not when a line end or the header timeout finally comes. Only
+# the first METHOD_WINDOW bytes are looked at, so a trickled head costs no rescanning.
+METHOD_WINDOW: Final = 64
+_METHOD_SO_FAR: Final = re.compile(rb"[" + _TCHAR + rb"]*(?:[ \r\n]|\Z)")
+
+
+def _check_method(buf: bytes | bytearray) -> None:
+    if _METHOD_SO_FAR.match(buf, 0, METHOD_WINDOW) is None:
+        raise ProtocolError(
+            "malformed request line: the method is not a token (TLS to a plain HTTP port?)")
+
+
 def check_partial_head(buf: bytes | bytearray, start: int = 0, lines: int = 0) -> tuple[int, int]:
     """Check a head that has not ended yet, from `start`, with `lines` lines already seen.
 
-    Raises 414 (request line too long), 400 (bare LF) or 431 (too many fields, head too big),
-    in the order the offending bytes appear. Returns `(position, lines)` to resume from once more
-    bytes arrive, so a driver that rescans as bytes trickle in does linear work overall.
+    Raises 400 (a method that is not a token; a bare LF), 414 (request line too long) or 431
+    (too many fields, head too big), in the order the offending bytes appear. Returns
+    `(position, lines)` to resume from once more bytes arrive, so a driver that rescans as bytes
+    trickle in does linear work overall.
     """
+    if lines == 0:
+        _check_method(buf)
     pos, lines = _scan_lines(buf, start, lines, min(len(buf), MAX_HEAD_SIZE))
     if len(buf) >= MAX_HEAD_SIZE:
         raise ProtocolError("request head too large", 431)
@@ -370,6 +388,7 @@ def _diagnose_head(head: bytes | bytearray) -> NoReturn:
     # The slow path: name the first offence, scanning exactly as check_partial_head does.
     if not head.endswith(b"\r\n\r\n"):
         raise ProtocolError("request head must end with an empty line")
+    _check_method(head)
     body_end = len(head) - 2  # the terminator's final CRLF is not a line of its own
     _scan_lines(head, 0, 0, min(body_end, MAX_HEAD_SIZE))
     if len(head) > MAX_HEAD_SIZE:

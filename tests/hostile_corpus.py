@@ -147,9 +147,11 @@ REQUEST_LINE = [
     one("rl-bare-lf-endings", b"GET /healthz HTTP/1.1\nHost: calc.test\n\n", {200, 400}, None,
         "rfc9112 §2.2 (MAY accept LF)"),
     one("rl-leading-crlf", b"\r\n" + get(), {200, 400}, None, "rfc9112 §2.2 (SHOULD ignore)"),
-    # (without any CRLF the core waits for the line to end: 408 at the header timeout)
     one("rl-tls-client-hello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40
         + b"\r\n\r\n", 400, True, GARDEN),
+    # A real handshake has no CRLF: refused on its first byte, not at the header timeout.
+    one("rl-tls-client-hello-no-line-end",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40, 400, True, GARDEN),
     one("rl-h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", {400, 505}, True, RFC),
     one("rl-asterisk-get", get("*"), {400, 404}, None, "rfc9112 §3.2.4"),
     one("rl-authority-form-get", get("calc.test:80"), {400, 404}, None, "rfc9112 §3.2.3"),

@@ -338,6 +338,37 @@ def test_bad_requests(raw: bytes, status: int, step: int) -> None:
     assert err.close
 
 
+
+TLS_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [TLS_CLIENT_HELLO, b"\x00", b"G\x16", b"GET\x00", b"\r\n\x16", b"\xef\xbb\xbfGET / HTTP/1.1"],
+    ids=["tls-hello", "nul", "binary-in-method", "nul-after-method", "after-empty-line", "bom"],
+)
+def test_a_method_that_is_not_a_token_is_refused_on_its_first_bytes(opening: bytes) -> None:
+    """No line end, no timeout wait: a TLS handshake on the plain port gets its 400 at once."""
+    conn = Connection()
+    conn.receive_data(opening)  # no CRLF anywhere: before, this waited for the header timeout
+    with pytest.raises(ProtocolError) as caught:
+        conn.next_event()
+    assert caught.value.status == 400 and "method is not a token" in str(caught.value)
+    # Whole or split, the same error (the whole-head diagnosis checks the method first too).
+    whole = opening + b" / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert str(error(whole)) == str(caught.value) == str(error(whole, step=1))
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [b"G", b"GET", b"GET ", b"get /x", b"M-SEARCH", b"\r", b"\r\n", b"\r\nGET", b" /x", b"GET\r",
+     b"X" * 200],
+)
+def test_openings_that_may_still_become_a_request_wait_for_more(opening: bytes) -> None:
+    conn = Connection()
+    conn.receive_data(opening)
+    assert conn.next_event() is NEED_DATA
+
 def test_limits_are_exact() -> None:
     # A request line of exactly MAX_REQUEST_LINE bytes passes; one byte more is 414.
     def line(n: int) -> bytes:
