@@ -63,6 +63,7 @@ import aiofiles.os
 
 from app.accesslog import AccessLog
 from app.config import Config
+from app.listen import bind_listeners
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.metrics import Metrics
 from app.protocol import (
@@ -254,34 +255,6 @@ class _Acceptor:
             await asyncio.gather(*self.connecting, return_exceptions=True)
         # connection_made created each handler's task; let it take its first step.
         await asyncio.sleep(0)
-
-
-def bind_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Listening sockets for every address `host` resolves to, all on one port (asyncio's
-    `create_server` rules: SO_REUSEADDR, IPv6 sockets IPv6-only)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    seen: set[tuple[int, Any]] = set()
-    try:
-        for family, kind, proto, _, address in infos:
-            if (family, address[:2]) in seen:
-                continue
-            seen.add((family, address[:2]))
-            if port == 0 and sockets:  # the first socket picked the port; the others join it
-                address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(backlog)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
 
 
 class _Server:

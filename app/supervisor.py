@@ -1,10 +1,11 @@
 """`python -m app --workers N`: a pre-fork supervisor that keeps N asyncio workers serving one port.
 
-Model: the supervisor opens one listening socket per worker slot, all bound to the same port with
-SO_REUSEPORT, so the kernel spreads new connections across the slots' accept queues (by a hash of
-the client's address: no thundering herd, no lock). It then forks one worker per slot; a worker
-inherits its slot's socket and runs the ordinary asyncio server on it (`app.server.serve`). The
-supervisor never accepts and never touches a request: it only starts, watches and stops workers.
+Model: the supervisor opens one listening socket per worker slot (per address of --host), all
+bound to the same port with SO_REUSEPORT, so the kernel spreads new connections across the
+slots' accept queues (by a hash of the client's address: no thundering herd, no lock). It then
+forks one worker per slot; a worker inherits its slot's sockets and runs the ordinary asyncio
+server on them (`app.server.serve`). The supervisor never accepts and never touches a request:
+it only starts, watches and stops workers.
 
 The one rule to remember: the supervisor keeps every slot's socket open for its whole life. A
 listening socket's accept queue belongs to the socket, not to the process, so when a worker dies
@@ -56,6 +57,7 @@ from typing import Final
 
 from app import metrics as metrics_module
 from app.config import Config
+from app.listen import bind_listeners
 from app.metrics import Metrics
 
 log = logging.getLogger("calcserve.supervisor")
@@ -81,11 +83,11 @@ _SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
 @dataclass
 class WorkerContext:
-    """What a worker process is handed: its slot, its socket, where metrics go, and `ready()`
-    to call once it accepts connections."""
+    """What a worker process is handed: its slot, its listening sockets (one per address of
+    --host), where metrics go, and `ready()` to call once it accepts connections."""
 
     slot: int
-    sock: socket.socket
+    sockets: list[socket.socket]
     metrics_dir: Path
     ready: Callable[[], None]
 
@@ -113,7 +115,7 @@ def serve_worker(config: Config, context: WorkerContext) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         await server.serve(
-            config, shutdown=shutdown, force=force, sock=context.sock,
+            config, shutdown=shutdown, force=force, sock=context.sockets,
             ready=lambda host, port: context.ready(),
             metrics=Metrics.for_worker(context.metrics_dir, context.slot),
         )
@@ -134,7 +136,7 @@ class _Worker:
 
 @dataclass
 class _Slot:
-    sock: socket.socket
+    sockets: list[socket.socket]
     failures: int = 0
     restart_at: float | None = None
     workers: list[_Worker] = field(default_factory=list)
@@ -171,20 +173,12 @@ class Supervisor:
 
     def _bind(self) -> None:
         config = self.config
-        family, _, _, _, address = socket.getaddrinfo(
-            config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        port = config.port
         for _ in range(self.count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(config.backlog)
-            # Port 0: the first socket picked the port; the others join it.
-            address = (address[0], sock.getsockname()[1], *address[2:])
-            self.slots.append(_Slot(sock))
+            sockets = bind_listeners(config.host, port, config.backlog, reuse_port=True)
+            # Port 0: the first slot picked the port; the others join it.
+            port = sockets[0].getsockname()[1]
+            self.slots.append(_Slot(sockets))
 
     def run(self) -> int:
         """Start the workers and supervise them until stopped; returns the exit status."""
@@ -194,7 +188,7 @@ class Supervisor:
             log.critical("cannot listen on %s port %d: %s", self.config.host, self.config.port,
                          exc)
             for slot in self.slots:
-                slot.sock.close()
+                _close_all(slot.sockets)
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             return 1
         os.set_blocking(self.wakeup_w, False)
@@ -210,7 +204,7 @@ class Supervisor:
         finally:
             signal.set_wakeup_fd(-1)
             for slot in self.slots:
-                slot.sock.close()
+                _close_all(slot.sockets)
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return self.exit_status
 
@@ -306,7 +300,7 @@ class Supervisor:
                 for worker in slot.workers:
                     os.close(worker.ready_fd)
                 if other != index:
-                    slot.sock.close()
+                    _close_all(slot.sockets)
             parent = os.getppid()
             _die_with_parent()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
@@ -318,7 +312,7 @@ class Supervisor:
                     os.write(ready_w, _READY)
                     os.close(ready_w)
 
-            context = WorkerContext(index, self.slots[index].sock, self.metrics_dir, ready)
+            context = WorkerContext(index, self.slots[index].sockets, self.metrics_dir, ready)
             code = self.worker_main(self.config, context)
             if os.getppid() != parent:  # orphaned: nobody is left to remove the directory
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -347,7 +341,7 @@ class Supervisor:
         worker.ready = True
         if not self.announced and all(s.serving() and s.serving()[0].ready for s in self.slots):
             self.announced = True
-            host, port = self.slots[0].sock.getsockname()[:2]
+            host, port = self.slots[0].sockets[0].getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             log.info("%d workers ready", self.count)
             print(f"listening on http://{shown}:{port}", flush=True)
@@ -435,7 +429,7 @@ class Supervisor:
         # Our copies of the listening sockets go too: once the workers close theirs, a new
         # client is refused at once (a load balancer moves on) instead of queueing for nobody.
         for slot in self.slots:
-            slot.sock.close()
+            _close_all(slot.sockets)
 
     def _reload(self) -> None:
         if self.stopping:
@@ -491,3 +485,8 @@ def run(config: Config, count: int, worker_main: WorkerMain = serve_worker) -> i
         stream=sys.stderr,
     )
     return Supervisor(config, count, worker_main).run()
+
+
+def _close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()

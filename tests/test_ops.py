@@ -182,6 +182,23 @@ def test_two_workers_serve_and_both_answer() -> None:
         assert server.stop() == 0
 
 
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_address_of_the_host_is_served(workers: str) -> None:
+    """--host '' (every interface) resolves to 0.0.0.0 and, with IPv6, to ::: one socket each,
+    one port, both served, with and without the supervisor. Connections go to loopback only."""
+    passive = socket.getaddrinfo(None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    families = {info[0] for info in passive}
+    loopbacks = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+    assert socket.AF_INET in families, passive
+    with running_server("--workers", workers, "--host", "") as server:
+        port = server.address[1]
+        for family in sorted(families & set(loopbacks)):
+            with socket.create_connection((loopbacks[family], port), timeout=10) as sock:
+                sock.sendall(request("GET", "/healthz", close=True))
+                assert read_response(sock, bytearray()).status == 200, loopbacks[family]
+        assert server.stop() == 0
+
 def test_sigkill_of_a_worker_is_repaired_while_clients_get_answers() -> None:
     with running_server("--workers", "2") as server, Load(server) as load:
         assert wait_for(lambda: load.count() > 50)

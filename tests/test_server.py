@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 
 from app.config import Config
+from app.listen import bind_listeners
 from app.protocol import Request, Response
 from app.routes import STATIC_DIR, Routes, load_assets
-from app.server import bind_listeners, format_address, serve
+from app.server import format_address, serve
 from tests.support import (
     RawResponse,
     ServerProcess,
@@ -721,13 +722,18 @@ def test_port_in_use_is_one_clear_line_and_exit_1() -> None:
 
 
 def test_bind_listeners_puts_every_address_on_one_port() -> None:
-    sockets = bind_listeners("localhost", 0, 8)  # 127.0.0.1, and ::1 where the host has it
+    # "" is every interface: 0.0.0.0, and :: where the host has IPv6 (IPv6-only, so the two
+    # do not collide). Bound, never connected to from outside loopback.
+    passive = socket.getaddrinfo(None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets = bind_listeners("", 0, 8)
     try:
-        assert sockets
+        assert len(sockets) == len({(info[0], info[4][0]) for info in passive}) >= 1
         ports = {sock.getsockname()[1] for sock in sockets}
         assert len(ports) == 1 and ports.pop() > 0
-        addresses = [sock.getsockname()[0] for sock in sockets]
-        assert "127.0.0.1" in addresses and len(set(addresses)) == len(addresses), addresses
+        assert {sock.family for sock in sockets} == {info[0] for info in passive}
+        for sock in sockets:
+            if sock.family == socket.AF_INET6:
+                assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
     finally:
         for sock in sockets:
             sock.close()
