@@ -31,6 +31,18 @@ def on_exit_signals(callback: Callable[[], None]) -> None:
         loop.add_signal_handler(sig, callback)
 
 
+async def serve_until_signalled(server: asyncio.Server) -> None:
+    """Announce `server`'s bound address, serve until SIGINT/SIGTERM, then close it."""
+    stop = asyncio.Event()
+    on_exit_signals(stop.set)
+    bound_host, bound_port = server.sockets[0].getsockname()[:2]
+    announce(bound_host, bound_port)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+
+
 def parse_args(description: str) -> tuple[str, int]:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")

@@ -11,7 +11,7 @@ import asyncio
 import re
 from typing import cast
 
-from common import BACKLOG, announce, on_exit_signals, parse_args
+from common import BACKLOG, parse_args, serve_until_signalled
 
 BODY = b'{"expr":"1+2","result":"3","exact":true,"fraction":null}\n'
 RESPONSE = (
@@ -22,6 +22,22 @@ RESPONSE = (
 )
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 MAX_BUFFER = 1 << 20  # drop a client that sends a megabyte without a complete request
+
+
+def take_requests(buffer: bytes) -> tuple[int, bytes]:
+    """Frame just enough: (how many whole requests `buffer` holds, the bytes after them)."""
+    answers = 0
+    while True:
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        match = CONTENT_LENGTH.search(buffer, 0, end + 2)
+        size = end + 4 + (int(match[1]) if match else 0)
+        if len(buffer) < size:
+            break
+        buffer = buffer[size:]
+        answers += 1
+    return answers, buffer
 
 
 class ConstantProtocol(asyncio.Protocol):
@@ -35,18 +51,7 @@ class ConstantProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
-        buffer = self.buffer + data if self.buffer else data
-        answers = 0
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                break
-            match = CONTENT_LENGTH.search(buffer, 0, end + 2)
-            size = end + 4 + (int(match[1]) if match else 0)
-            if len(buffer) < size:
-                break
-            buffer = buffer[size:]
-            answers += 1
+        answers, buffer = take_requests(self.buffer + data if self.buffer else data)
         self.buffer = buffer
         if answers:
             self.transport.write(RESPONSE * answers)
@@ -57,14 +62,7 @@ class ConstantProtocol(asyncio.Protocol):
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(ConstantProtocol, host, port, backlog=BACKLOG)
-    stop = asyncio.Event()
-    on_exit_signals(stop.set)
-    bound_host, bound_port = server.sockets[0].getsockname()[:2]
-    announce(bound_host, bound_port)
-    try:
-        await stop.wait()
-    finally:
-        server.close()
+    await serve_until_signalled(server)
 
 
 def main() -> None:

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import asyncio
 
-from common import BACKLOG, announce, on_exit_signals, parse_args
-from raw_protocol import CONTENT_LENGTH, MAX_BUFFER, RESPONSE
+from common import BACKLOG, parse_args, serve_until_signalled
+from raw_protocol import MAX_BUFFER, RESPONSE, take_requests
 
 
 async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     buffer = b""
     try:
         while data := await reader.read(65536):
-            buffer = buffer + data if buffer else data
-            answers = 0
-            while True:
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    break
-                match = CONTENT_LENGTH.search(buffer, 0, end + 2)
-                size = end + 4 + (int(match[1]) if match else 0)
-                if len(buffer) < size:
-                    break
-                buffer = buffer[size:]
-                answers += 1
+            answers, buffer = take_requests(buffer + data if buffer else data)
             if answers:
                 writer.write(RESPONSE * answers)
             if len(buffer) > MAX_BUFFER:
@@ -43,14 +32,7 @@ async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 async def serve(host: str, port: int) -> None:
     server = await asyncio.start_server(answer, host, port, backlog=BACKLOG)
-    stop = asyncio.Event()
-    on_exit_signals(stop.set)
-    bound_host, bound_port = server.sockets[0].getsockname()[:2]
-    announce(bound_host, bound_port)
-    try:
-        await stop.wait()
-    finally:
-        server.close()
+    await serve_until_signalled(server)
 
 
 def main() -> None:
