@@ -1,4 +1,5 @@
-"""Listening sockets, shared by the single-process server and the pre-fork supervisor.
+"""Listening sockets, shared by the single-process server, the pre-fork supervisor and the
+legacy drivers: binding them, and what to do when accept() fails.
 
 Kept out of `app.server` on purpose: the supervisor binds before it forks, and must not import
 the server module itself, or a reload (SIGHUP) would fork workers with the old server code.
@@ -6,8 +7,39 @@ the server module itself, or a reload (SIGHUP) would fork workers with the old s
 
 from __future__ import annotations
 
+import logging
 import socket
-from typing import Any
+import time
+from typing import Any, Final
+
+# Out of descriptors (or kernel memory), accept() fails: every driver stops accepting for this
+# long, leaving new clients in the kernel's backlog, instead of spinning on the error.
+ACCEPT_RETRY: Final = 0.1
+# ... and reports it at most this often, with a count of the failures in between.
+ACCEPT_REPORT_INTERVAL: Final = 10.0
+
+
+class AcceptFailures:
+    """Reports failed accept() calls at most every ACCEPT_REPORT_INTERVAL seconds: running out of
+    descriptors tends to last, and a line per retry would flood the log exactly when the machine
+    is struggling. (Unlocked: two threads racing may both report, or miscount by one.)"""
+
+    def __init__(self, log: logging.Logger, level: int) -> None:
+        self.log = log
+        self.level = level
+        self.last = -ACCEPT_REPORT_INTERVAL
+        self.suppressed = 0
+
+    def report(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self.last < ACCEPT_REPORT_INTERVAL:
+            self.suppressed += 1
+            return
+        self.log.log(self.level, "accept() failed: %s; new connections wait in the backlog, "
+                     "retrying every %g s (%d similar errors since the last report)",
+                     exc, ACCEPT_RETRY, self.suppressed)
+        self.last = now
+        self.suppressed = 0
 
 
 def bind_listeners(

@@ -63,7 +63,7 @@ import aiofiles.os
 
 from app.accesslog import AccessLog
 from app.config import Config
-from app.listen import bind_listeners
+from app.listen import ACCEPT_RETRY, AcceptFailures, bind_listeners
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.metrics import Metrics
 from app.protocol import (
@@ -106,11 +106,6 @@ FD_RESERVE: Final = 64
 # 1-3.7 s for their first answer, in 2 runs out of 8 under wrk; accepting in batches, none did.
 # A bound, so that a connection flood cannot starve the clients already being served.
 ACCEPT_BATCH: Final = 256
-# Out of descriptors (or kernel memory), accept() fails: stop accepting for this long, leaving
-# new clients in the kernel's backlog, instead of spinning on the error (the legacy modes' value).
-ACCEPT_RETRY_DELAY: Final = 0.1
-# ... and log it at most this often, with a count of the failures in between.
-ACCEPT_ERROR_LOG_INTERVAL: Final = 10.0
 # On shutdown, a connection accepted but not yet heard from gets this long to send its request
 # (it is normally in flight already: clients send right after connecting), then is closed.
 DRAIN_FIRST_REQUEST_GRACE: Final = 1.0
@@ -181,8 +176,7 @@ class _Acceptor:
         self.connecting: set[asyncio.Task[Any]] = set()
         self.paused: list[socket.socket] = []
         self.retry: asyncio.TimerHandle | None = None
-        self.failures = 0
-        self.last_report = -ACCEPT_ERROR_LOG_INTERVAL
+        self.failures = AcceptFailures(log, logging.ERROR)
         for sock in sockets:
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self._accept, sock)
@@ -221,16 +215,8 @@ class _Acceptor:
         self.loop.remove_reader(listener.fileno())
         self.paused.append(listener)
         if self.retry is None:
-            self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
-        now = self.loop.time()
-        if now - self.last_report >= ACCEPT_ERROR_LOG_INTERVAL:
-            log.error("accept() failed: %s; new connections wait in the backlog, retrying every "
-                      "%g s (%d similar errors since the last report)",
-                      exc, ACCEPT_RETRY_DELAY, self.failures)
-            self.last_report = now
-            self.failures = 0
-        else:
-            self.failures += 1
+            self.retry = self.loop.call_later(ACCEPT_RETRY, self._resume)
+        self.failures.report(exc)
 
     def _resume(self) -> None:
         self.retry = None

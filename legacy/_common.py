@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
+from app.listen import AcceptFailures
 from app.protocol import (
     CLOSED,
     CONTINUE_BYTES,
@@ -51,7 +52,6 @@ HIGH_WATER = 64 * 1024  # pending output that stops reading; asyncio's default w
 BACKLOG = socket.SOMAXCONN  # socketserver's default of 5 drops SYNs under a burst of 200 clients
 STOP_GRACE = 3.0  # seconds busy connections get to finish after SIGTERM; the harness allows 15
 SWEEP_INTERVAL = 0.25  # event loops check deadlines this often at least; the most a timeout is late
-ACCEPT_RETRY = 0.1  # seconds without accepting after accept fails (EMFILE: out of descriptors)
 DRAIN_LIMIT = 1024 * 1024  # unread input we discard before close so the kernel sends FIN, not RST
 
 # Legacy defaults (contract): header 10 s (nginx client_header_timeout is 60 s, slowloris needs
@@ -130,17 +130,9 @@ def announce(listener: socket.socket) -> None:
     print(f"listening on http://{host}:{port}", flush=True)
 
 
-_last_accept_warning = 0.0
-
-
-def accept_failed(err: OSError) -> None:
-    """Log a failed accept, at most every 10 s: running out of descriptors tends to last, and
-    a warning per retry would flood the log exactly when the machine is struggling."""
-    global _last_accept_warning
-    now = time.monotonic()
-    if now - _last_accept_warning >= 10.0:
-        _last_accept_warning = now
-        log.warning("accept failed: %s; pausing accepts for %.1f s at a time", err, ACCEPT_RETRY)
+# A failed accept, reported at most every ACCEPT_REPORT_INTERVAL; the driver then pauses
+# accepting for ACCEPT_RETRY (the asyncio mode does the same, app/server.py: _Acceptor).
+accept_failed = AcceptFailures(log, logging.WARNING).report
 
 
 def make_routes() -> Routes:

@@ -41,10 +41,10 @@ import socket
 import time
 from collections.abc import Callable
 
+from app.listen import ACCEPT_RETRY
 from app.protocol import Connection, ProtocolError, error_response
 from app.routes import Routes
 from legacy._common import (
-    ACCEPT_RETRY,
     RECV_SIZE,
     STOP_GRACE,
     SWEEP_INTERVAL,

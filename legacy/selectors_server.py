@@ -36,9 +36,9 @@ import selectors
 import socket
 import time
 
+from app.listen import ACCEPT_RETRY
 from app.routes import Routes
 from legacy._common import (
-    ACCEPT_RETRY,
     RECV_SIZE,
     STOP_GRACE,
     SWEEP_INTERVAL,

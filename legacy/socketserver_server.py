@@ -40,8 +40,8 @@ import time
 from types import FrameType
 from typing import Any
 
+from app.listen import ACCEPT_RETRY
 from legacy._common import (
-    ACCEPT_RETRY,
     BACKLOG,
     STOP_GRACE,
     Config,

@@ -38,8 +38,8 @@ import socket
 import threading
 import time
 
+from app.listen import ACCEPT_RETRY
 from legacy._common import (
-    ACCEPT_RETRY,
     STOP_GRACE,
     Connections,
     Stop,
