@@ -23,6 +23,17 @@ LOOPS: Final = ("auto", "uvloop", "asyncio")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("common", "json")
 
+# The calculation pool's bounds (app/pool.py).
+# 100 ms: the calculator's own promise (any input answers within it), now enforced by a kill.
+CALC_TIMEOUT: Final = 0.1
+# Jobs one client may have queued or running. A browser opens at most 6 connections to a host,
+# and several people can share one address behind a NAT; 8 covers both, and a client's own
+# queue drains in at most 8 of its turns.
+CALC_CLIENT_QUEUE: Final = 8
+# Jobs waiting in all: with 2 workers and jobs of ~20 ms (a 6,000-character sum of roots), the
+# last waits ~0.6 s; even at the 100 ms limit, 3.2 s. Past that a client is better told 503.
+CALC_BACKLOG: Final = 64
+
 
 # Converters: each turns one string (from argv or the environment) into a value or raises
 # ValueError with a message fit for the user.
@@ -68,6 +79,16 @@ def worker_count(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError("must be at least 1, or auto")
+    return value
+
+
+def calc_worker_count(text: str) -> int | None:
+    """`--calc-workers`: a number (0 = compute on the serving thread), or `auto` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 (no pool), a positive number, or auto")
     return value
 
 
@@ -131,9 +152,34 @@ class Config:
     # on one port (SO_REUSEPORT), restarts the dead, and reloads them one by one on SIGHUP.
     workers: int = option(1, "worker processes; auto = one per CPU", convert=worker_count,
                           metavar="N|auto")
+    # The calculation pool (app/pool.py): costly calculations leave the event loop. auto = the
+    # CPUs this process may use divided among --workers, so that cores are not oversubscribed.
+    calc_workers: int | None = option(
+        None, "calculation worker processes per server process for expressions too costly for "
+        "the event loop; 0 computes everything inline; auto = CPUs / --workers",
+        convert=calc_worker_count, metavar="N|auto")
+    calc_timeout: float = option(
+        CALC_TIMEOUT, "seconds a pooled calculation may run before its worker is killed (the "
+        "client gets a 422 limit error); time spent queued does not count",
+        convert=positive_float, metavar="SECONDS")
+    calc_client_queue: int = option(
+        CALC_CLIENT_QUEUE, "costly calculations one client (address) may have queued or "
+        "running; one more is 429 with Retry-After", convert=positive_int, metavar="N")
+    calc_backlog: int = option(
+        CALC_BACKLOG, "costly calculations waiting in all, per server process; one more is "
+        "503 with Retry-After", convert=positive_int, metavar="N")
 
     def with_changes(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def pool_size(self) -> int:
+        """--calc-workers resolved: auto is this process's CPUs shared among --workers."""
+        if self.calc_workers is not None:
+            return self.calc_workers
+        from app.pool import default_workers
+
+        return default_workers(self.workers)
 
 
 def env_name(name: str) -> str:
@@ -188,6 +234,8 @@ def parse_config(
 def _show(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
+    if value is None:
+        return "auto"
     return str(value)
 
 
