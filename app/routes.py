@@ -29,17 +29,20 @@ import json
 import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, TypeVar, overload
 
-from app.calculator import CalcError, Result, evaluate
+from app.calculator import CalcError, LimitError, OverBudget, Result, evaluate
 from app.page import render_page
 from app.protocol import Request, Response
+from app.work import Job, Outcome, Shed, Stopped
 
 __all__ = [
     "STATIC_DIR",
     "Asset",
+    "Deferred",
     "Routes",
     "build_assets",
     "internal_error_response",
@@ -141,6 +144,16 @@ def internal_error_response() -> Response:
     return Response(
         500, [("Content-Type", _TEXT), _NOSNIFF], b"500 Internal Server Error\n", close=False
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A /calculate too costly for the serving thread: the `job` for the pool, and the pure
+    `render` that turns its outcome (whatever it is: result, error, shed, stopped) into the
+    response. Returned by `Routes.handle` only when it was given a budget."""
+
+    job: Job
+    render: Callable[[Outcome], Response]
 
 
 class _Reject(Exception):
@@ -313,10 +326,16 @@ def _json_response(status: int, value: object) -> Response:
     return Response(status, [("Content-Type", _JSON), _NOSNIFF, _NO_STORE, _VARY], body + b"\n")
 
 
+_Handler = Callable[[Request, "int | None"], "Response | Deferred"]
+
+
 class Routes:
     """The calculator's request handler over a fixed set of static assets.
 
     Callers use `handle(request) -> Response`; it does no I/O and never raises for client input.
+    A driver with a calculation pool passes a work budget, `handle(request, budget)`, and gets a
+    `Deferred` instead of a response for a calculation that would cost more than `budget`
+    (`app.calculator.INLINE_BUDGET`, or 0 to defer every calculation).
     """
 
     def __init__(self, assets: Mapping[str, Asset]) -> None:
@@ -324,14 +343,19 @@ class Routes:
         index = self.assets.get("index.html")
         self._template = index.body.decode("utf-8") if index is not None else None
         self._blank: bytes | None = None  # the page without expression, rendered once
-        self._exact: dict[str, tuple[frozenset[str], Callable[[Request], Response]]] = {
+        self._exact: dict[str, tuple[frozenset[str], _Handler]] = {
             "/": (frozenset({"GET", "HEAD"}), self._page),
             "/calculate": (frozenset({"GET", "HEAD", "POST"}), self._calculate),
             "/healthz": (frozenset({"GET", "HEAD"}), self._healthz),
         }
 
-    def handle(self, request: Request) -> Response:
-        """The response to `request`."""
+    @overload
+    def handle(self, request: Request) -> Response: ...
+    @overload
+    def handle(self, request: Request, budget: int | None) -> Response | Deferred: ...
+
+    def handle(self, request: Request, budget: int | None = None) -> Response | Deferred:
+        """The response to `request`; with a `budget`, a `Deferred` for a costlier calculation."""
         path = request.path
         route = self._exact.get(path)
         if route is not None:
@@ -339,7 +363,7 @@ class Routes:
             if request.method not in methods:
                 return _method_not_allowed(methods)
             try:
-                return handler(request)
+                return handler(request, budget)
             except _Reject as reject:
                 return _text_response(reject.status, f"{reject.status} {reject.message}\n")
         if path.startswith("/static/"):
@@ -352,10 +376,10 @@ class Routes:
 
     # --- handlers ---
 
-    def _healthz(self, request: Request) -> Response:
+    def _healthz(self, request: Request, budget: int | None = None) -> Response:
         return _text_response(200, "ok", ("Cache-Control", "no-store"))
 
-    def _page(self, request: Request) -> Response:
+    def _page(self, request: Request, budget: int | None = None) -> Response:
         blank = self._blank
         if blank is None:  # render_page is pure: the empty form is the same bytes every time
             blank = self._blank = self._render(200, "").body
@@ -377,12 +401,12 @@ class Routes:
             body,
         )
 
-    def _calculate(self, request: Request) -> Response:
+    def _calculate(self, request: Request, budget: int | None) -> Response | Deferred:
         accept = request.header("accept")
         if request.method != "POST":
             values = _form_values(request.query.encode("latin-1"))
             mode = "text" if _prefers(accept, "text/plain", _JSON) else "json"
-            return self._answer(values, mode)
+            return self._answer(values, mode, budget)
         content_type = request.header("content-type")
         if content_type is None:
             raise _Reject(415, "POST /calculate needs a Content-Type")
@@ -391,33 +415,79 @@ class Routes:
             if params:
                 _check_charset(params)
             mode = "html" if _prefers(accept, "text/html", _JSON) else "json"
-            return self._answer(_form_values(request.body), mode)
+            return self._answer(_form_values(request.body), mode, budget)
         if media == _JSON:
             _check_charset(params)
-            return self._answer(_json_expr(request.body), "json")
+            return self._answer(_json_expr(request.body), "json", budget)
         if media == "text/plain":
             _check_charset(params)
             try:
                 expr = request.body.decode("utf-8")
             except UnicodeDecodeError:
                 raise _Reject(400, "body is not UTF-8") from None
-            return self._answer(expr, "text")
+            return self._answer(expr, "text", budget)
         raise _Reject(415, f"unsupported media type {media} (use form, JSON or text/plain)")
 
-    def _answer(self, expr: str, mode: str) -> Response:
+    def _answer(self, expr: str, mode: str, budget: int | None) -> Response | Deferred:
         try:
-            result = evaluate(expr)
+            if budget is None:
+                result = evaluate(expr)
+            elif budget > 0:
+                result = evaluate(expr, budget=budget)
+            else:  # no inline try at all (the client has work in the pool already)
+                raise OverBudget
+        except OverBudget:
+            return Deferred(Job(expr), partial(self._outcome, expr, mode))
         except CalcError as error:
-            if mode == "html":
-                response = self._render(422, expr, error=error)
-            elif mode == "text":
-                response = _text_response(
-                    422, f"error: {error.kind}: {error.message} (at {error.position})\n", _VARY
-                )
+            return self._calc_error(expr, mode, error)
+        return self._result(expr, mode, result)
+
+    def _outcome(self, expr: str, mode: str, outcome: Outcome) -> Response:
+        """The response to a deferred calculation, from whatever its job came back with."""
+        if isinstance(outcome, Result):
+            return self._result(expr, mode, outcome)
+        if isinstance(outcome, CalcError):
+            return self._calc_error(expr, mode, outcome)
+        if isinstance(outcome, Stopped) and outcome.reason == "timeout":
+            limit = LimitError(
+                f"too much work: stopped after {outcome.limit * 1000:g} ms of calculation",
+                0, len(expr))
+            return self._calc_error(expr, mode, limit)
+        if isinstance(outcome, Shed):
+            status, retry = outcome.status, str(outcome.retry_after)
+            if status == 429:
+                kind = "too_many_requests"
+                message = ("you have as many costly calculations waiting as one client may; "
+                           f"try again in {retry} s")
             else:
-                response = _json_response(422, {"error": error.to_json()})
-            response.reason = error.kind  # for the driver's metrics; never sent
-            return response
+                kind = "unavailable"
+                message = f"the server is busy with costly calculations; try again in {retry} s"
+            extra: tuple[tuple[str, str], ...] = (("Retry-After", retry),)
+        else:  # Stopped(lost): the worker died under this job, and only this job
+            status, kind = 500, "internal"
+            message = "the calculation's worker process stopped unexpectedly; try again"
+            extra = ()
+        if mode == "json":
+            response = _json_response(status, {"error": {"kind": kind, "message": message}})
+            response.headers.extend(extra)
+        else:
+            response = _text_response(status, f"{status} {message}\n", _NO_STORE, *extra)
+        response.reason = kind  # for the driver's metrics; never sent
+        return response
+
+    def _calc_error(self, expr: str, mode: str, error: CalcError) -> Response:
+        if mode == "html":
+            response = self._render(422, expr, error=error)
+        elif mode == "text":
+            response = _text_response(
+                422, f"error: {error.kind}: {error.message} (at {error.position})\n", _VARY
+            )
+        else:
+            response = _json_response(422, {"error": error.to_json()})
+        response.reason = error.kind  # for the driver's metrics; never sent
+        return response
+
+    def _result(self, expr: str, mode: str, result: Result) -> Response:
         if mode == "html":
             return self._render(200, expr, result=result)
         if mode == "text":
