@@ -9,6 +9,12 @@ What is counted (all names start with `calcserve_`):
     protocol_errors_total{status}                counter    requests refused by app/protocol.py
     calculator_errors_total{kind}                counter    422s, by CalcError.kind
     worker_requests_total{worker}                counter    requests per worker slot (balance)
+    calc_queue_depth                             gauge      costly calculations waiting for the pool
+    calc_jobs_total                              counter    calculations the pool computed
+    calc_busy_seconds_total                      counter    pool worker time spent on them
+    calc_shed_total{reason}                      counter    refused at once: client_share (429),
+                                                            saturated (503)
+    calc_workers_killed_total{reason}            counter    pool workers killed: timeout, lost
 
 `route` is one of a fixed set (`/`, `/static`, `/calculate`, `/healthz`, `/metrics`, `other`)
 and `status` one of the statuses the server can send (else `other`), so no client can grow the
@@ -61,7 +67,7 @@ _OTHER_ROUTE: Final = len(ROUTES) - 1
 # Everything app/routes.py and app/protocol.py answer, plus the drivers' 503; anything else is
 # counted as "other" rather than dropped.
 STATUSES: Final = (
-    100, 200, 204, 304, 400, 404, 405, 408, 413, 414, 415, 422, 431, 500, 501, 503, 505
+    100, 200, 204, 304, 400, 404, 405, 408, 413, 414, 415, 422, 429, 431, 500, 501, 503, 505
 )
 _STATUS_INDEX: Final = {status: index for index, status in enumerate(STATUSES)}
 _STATUS_LABELS: Final = (*(str(status) for status in STATUSES), "other")
@@ -70,6 +76,8 @@ _OTHER_STATUS: Final = len(STATUSES)
 CALC_ERROR_KINDS: Final = ("syntax", "unknown_name", "domain", "division_by_zero", "limit")
 _KIND_INDEX: Final = {kind: index for index, kind in enumerate(CALC_ERROR_KINDS)}
 _KIND_LABELS: Final = (*CALC_ERROR_KINDS, "other")
+SHED_REASONS: Final = ("client_share", "saturated")  # app.work's, as label values
+KILL_REASONS: Final = ("timeout", "lost")
 
 # Upper bounds in seconds. The server answers a calculation in tens of microseconds, so the
 # bottom buckets are finer than prometheus_client's defaults (which start at 5 ms and would put
@@ -95,7 +103,12 @@ _PER_HIST: Final = len(BUCKETS) + 1
 _HIST_SUM: Final = _HIST + len(ROUTES) * _PER_HIST  # ROUTES
 _PROTOCOL: Final = _HIST_SUM + len(ROUTES)  # STATUSES + other
 _CALC: Final = _PROTOCOL + len(_STATUS_LABELS)  # KINDS + other
-SLOTS: Final = _CALC + len(_KIND_LABELS)
+_POOL_QUEUE: Final = _CALC + len(_KIND_LABELS)
+_POOL_JOBS: Final = _POOL_QUEUE + 1
+_POOL_BUSY: Final = _POOL_JOBS + 1
+_POOL_SHED: Final = _POOL_BUSY + 1  # SHED_REASONS
+_POOL_KILLED: Final = _POOL_SHED + len(SHED_REASONS)  # KILL_REASONS
+SLOTS: Final = _POOL_KILLED + len(KILL_REASONS)
 LAYOUT_VERSION: Final = 1.0 + SLOTS / 1e6  # changes whenever the layout does
 _FILE_SIZE: Final = SLOTS * 8
 _PREFIX: Final = "worker-"
@@ -188,6 +201,26 @@ class Metrics:
     def calculator_error(self, kind: str) -> None:
         self._values[_CALC + _KIND_INDEX.get(kind, len(CALC_ERROR_KINDS))] += 1.0
 
+    # -- the calculation pool (app.pool.PoolObserver): its thread and the serving thread -------
+    # write different slots; each slot has one writing thread, except calc_shed (the serving
+    # threads, which in the thread models are many: a lost increment there is tolerated).
+
+    def calc_queue_depth(self, depth: int) -> None:
+        self._values[_POOL_QUEUE] = float(depth)
+
+    def calc_busy(self, seconds: float) -> None:
+        values = self._values
+        values[_POOL_JOBS] += 1.0
+        values[_POOL_BUSY] += seconds
+
+    def calc_shed(self, reason: str) -> None:
+        if reason in SHED_REASONS:
+            self._values[_POOL_SHED + SHED_REASONS.index(reason)] += 1.0
+
+    def calc_killed(self, reason: str) -> None:
+        if reason in KILL_REASONS:
+            self._values[_POOL_KILLED + KILL_REASONS.index(reason)] += 1.0
+
     # -- reading -------------------------------------------------------------------------------
 
     def snapshot(self) -> list[tuple[int, array.array[float]]]:
@@ -255,7 +288,7 @@ def retire_worker(directory: Path, pid: int) -> None:
             slot = int(values[_WORKER])
             archive = directory / f"{_RETIRED}{slot}.bin"
             total = _load(archive) or array.array("d", bytes(_FILE_SIZE))
-            values[_OPEN] = 0.0
+            values[_OPEN] = values[_POOL_QUEUE] = 0.0  # gauges of a process that is gone
             for index in range(_OPEN, SLOTS):
                 total[index] += values[index]
             total[_WORKER] = slot
@@ -339,6 +372,27 @@ def render(snapshot: list[tuple[int, array.array[float]]]) -> bytes:
         for worker in sorted(per_worker):
             workers.add_metric((str(worker),), per_worker[worker])
         yield workers
+
+        yield GaugeMetricFamily(
+            "calcserve_calc_queue_depth", "Costly calculations waiting for a pool worker.",
+            value=total[_POOL_QUEUE])
+        yield CounterMetricFamily(
+            "calcserve_calc_jobs", "Calculations computed by the pool.", value=total[_POOL_JOBS])
+        yield CounterMetricFamily(
+            "calcserve_calc_busy_seconds", "Pool worker time spent on calculations.",
+            value=total[_POOL_BUSY])
+        shed = CounterMetricFamily(
+            "calcserve_calc_shed", "Calculations refused at once: client_share is a 429, "
+            "saturated a 503.", labels=("reason",))
+        for i, reason in enumerate(SHED_REASONS):
+            shed.add_metric((reason,), total[_POOL_SHED + i])
+        yield shed
+        killed = CounterMetricFamily(
+            "calcserve_calc_workers_killed", "Pool workers killed: timeout (past "
+            "--calc-timeout), lost (died on their own).", labels=("reason",))
+        for i, reason in enumerate(KILL_REASONS):
+            killed.add_metric((reason,), total[_POOL_KILLED + i])
+        yield killed
 
     class _Collector:
         def collect(self) -> Iterator[Metric]:

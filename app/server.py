@@ -62,10 +62,12 @@ import aiofiles
 import aiofiles.os
 
 from app.accesslog import AccessLog
+from app.calculator import INLINE_BUDGET
 from app.config import Config
 from app.listen import ACCEPT_RETRY, AcceptFailures, bind_listeners
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.metrics import Metrics
+from app.pool import CalcPool, Ticket
 from app.protocol import (
     CLOSED,
     CONTINUE_BYTES,
@@ -80,7 +82,15 @@ from app.protocol import (
     render,
     timeout_error,
 )
-from app.routes import STATIC_DIR, Asset, Routes, build_assets, internal_error_response
+from app.routes import (
+    STATIC_DIR,
+    Asset,
+    Deferred,
+    Routes,
+    build_assets,
+    internal_error_response,
+)
+from app.work import SATURATED, Outcome, Shed
 
 log = logging.getLogger("calcserve")
 
@@ -120,6 +130,7 @@ class _Wait(enum.Enum):
     READING = "reading"
     WRITING = "writing"
     LINGERING = "lingering"
+    COMPUTING = "computing"  # a costly calculation is in the pool
 
 
 class _Interrupt(enum.Enum):
@@ -252,11 +263,13 @@ class _Server:
         routes: Routes,
         loop: asyncio.AbstractEventLoop,
         metrics: Metrics | None = None,
+        pool: CalcPool | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
         self.loop = loop
         self.metrics = metrics if metrics is not None else Metrics()
+        self.pool = pool
         self.clients: set[_Client] = set()
         self.draining = False
         self.all_closed = asyncio.Event()
@@ -400,6 +413,7 @@ _READ_MORE: Final = 0
 _DRAIN_THEN_RESPOND: Final = 1  # a long pipeline filled the output: drain, then parse on
 _CLOSE: Final = 2
 _CLOSE_LINGERING: Final = 3  # after an error response: half-close and discard input first
+_AWAIT_JOB: Final = 4  # a calculation went to the pool: await it, then parse on
 
 
 class _Client:
@@ -414,6 +428,7 @@ class _Client:
         "answered",
         "conn",
         "deadline",
+        "deferred",
         "peer",
         "pending",
         "reader",
@@ -442,7 +457,10 @@ class _Client:
         self.answered = 0  # responses written for parsed requests
         self.pending: bytes | None = None  # answers waiting for server.flush_corked
         self._interrupt: _Interrupt | None = None
-        self.peer = _peer_host(writer) if server.config.access_log else "-"
+        # The client: the fairness key for the calculation pool, and the access log's host.
+        self.peer = _peer_host(writer)
+        # A request whose calculation went to the pool, with when its chunk started.
+        self.deferred: tuple[Request, Deferred, float] | None = None
         # A fresh connection must send its first head within the header timeout.
         self.deadline = server.loop.time() + server.config.header_timeout
         self.timer_key = server.timers.schedule(self, self.deadline)
@@ -549,8 +567,11 @@ class _Client:
             conn.receive_data(data)
             answered = self.answered
             verdict = respond()
-            while verdict == _DRAIN_THEN_RESPOND:
-                await self._drain(time_now() + body_timeout)
+            while verdict in (_DRAIN_THEN_RESPOND, _AWAIT_JOB):
+                if verdict == _AWAIT_JOB:
+                    await self._compute()
+                else:
+                    await self._drain(time_now() + body_timeout)
                 verdict = respond()
             if verdict != _READ_MORE:
                 return verdict == _CLOSE_LINGERING
@@ -585,9 +606,8 @@ class _Client:
         next_event = conn.next_event
         send = conn.send
         handle = server.routes.handle
-        access = server.access
+        pool = server.pool
         metrics = server.metrics
-        request_done = metrics.request_done
         date = server.date  # a synchronous step: neither changes before it returns
         draining = server.draining
         # Not loop.time(): uvloop's is cached per loop iteration (1 ms steps), so everything
@@ -607,34 +627,28 @@ class _Client:
                 verdict = _CLOSE_LINGERING
                 break
             if type(event) is Request:
-                path = event.path
                 try:
-                    if path == "/metrics":
+                    if event.path == "/metrics":
                         response = _metrics_response(event, metrics)
-                    else:
+                    elif pool is None:
                         response = handle(event)
+                    else:  # a client with work in the pool does not get the inline try
+                        answer = handle(event, 0 if pool.busy_with(self.peer) else INLINE_BUDGET)
+                        if type(answer) is Deferred:
+                            self.deferred = (event, answer, started)
+                            verdict = _AWAIT_JOB
+                            break
+                        assert type(answer) is Response
+                        response = answer
                     if draining and not response.close:
                         response = dataclasses.replace(response, close=True)
-                    answer = send(event, response, date=date)
+                    data = send(event, response, date=date)
                 except Exception:  # a bug in a handler, or a response it cannot be sent as
-                    log.exception("handler failed for %s %s", event.method, event.target)
-                    response = internal_error_response()
-                    response.close = response.close or draining
-                    answer = send(event, response, date=date)
-                out.append(answer)
+                    response, data = self._internal_error(event, draining, date)
+                out.append(data)
                 answered += 1
-                status = response.status
-                elapsed = now() - started
-                request_done(path, status, elapsed)
-                if status == 422:
-                    metrics.calculator_error(response.reason or "other")
-                if access is not None:
-                    access.log(
-                        self.peer, event.method, event.target, event.version, status,
-                        0 if event.method == "HEAD" else len(response.body),
-                        elapsed, event.header("user-agent"),
-                    )
-                size += len(answer)
+                self._account(event, response, now() - started)
+                size += len(data)
                 if size > WRITE_HIGH_WATER:  # a long pipeline: flush and drain before more
                     verdict = _DRAIN_THEN_RESPOND
                     break
@@ -668,6 +682,81 @@ class _Client:
                 self.uncork()
                 transport.write(data)
         return verdict
+
+    def _internal_error(
+        self, event: Request, draining: bool, date: bytes
+    ) -> tuple[Response, bytes]:
+        log.exception("handler failed for %s %s", event.method, event.target)
+        response = internal_error_response()
+        response.close = response.close or draining
+        return response, self.conn.send(event, response, date=date)
+
+    def _account(self, event: Request, response: Response, elapsed: float) -> None:
+        """Metrics and the access log for one answered request."""
+        server = self.server
+        status = response.status
+        server.metrics.request_done(event.path, status, elapsed)
+        if status == 422:
+            server.metrics.calculator_error(response.reason or "other")
+        access = server.access
+        if access is not None:
+            access.log(
+                self.peer, event.method, event.target, event.version, status,
+                0 if event.method == "HEAD" else len(response.body),
+                elapsed, event.header("user-agent"),
+            )
+
+    async def _compute(self) -> None:
+        """Run the deferred calculation in the pool and write its answer, in order.
+
+        The connection reads nothing meanwhile (its next pipelined requests wait in the
+        socket), and its deadline is the body timeout: the pool answers long before.
+        """
+        assert self.deferred is not None
+        event, deferred, started = self.deferred
+        self.deferred = None
+        server = self.server
+        pool = server.pool
+        assert pool is not None
+        loop = server.loop
+        done: asyncio.Future[Ticket] = loop.create_future()
+
+        def notify(ticket: Ticket) -> None:  # on the pool's thread
+            loop.call_soon_threadsafe(_settle, done, ticket)
+
+        ticket = pool.submit(self.peer, deferred.job, notify)
+        close = server.draining
+        outcome: Outcome
+        if isinstance(ticket, Shed):
+            outcome = ticket
+        else:
+            self.waiting = _Wait.COMPUTING
+            self._set_deadline(loop.time() + server.config.body_timeout)
+            try:
+                await done
+            except asyncio.CancelledError:
+                pool.cancel(ticket)
+                if self._take_interrupt() is _Interrupt.ABORT:
+                    raise ConnectionAbortedError("server shutting down") from None
+                # The pool kept no promise within a body timeout (it cannot happen short of a
+                # bug): say it was too busy, and close.
+                outcome = Shed(SATURATED, 1)
+                close = True
+            else:
+                assert ticket.outcome is not None
+                outcome = ticket.outcome
+            self.waiting = _Wait.BUSY
+        try:
+            response = deferred.render(outcome)
+            if (close or server.draining) and not response.close:
+                response = dataclasses.replace(response, close=True)
+            data = self.conn.send(event, response, date=server.date)
+        except Exception:
+            response, data = self._internal_error(event, server.draining, server.date)
+        self.answered += 1
+        self._account(event, response, time.perf_counter() - started)
+        self.uncork()
+        self.transport.write(data)
 
     def _on_read_interrupted(self, why: _Interrupt) -> bool:
         """A timeout or shutdown while waiting for input; True when the connection lingers."""
@@ -717,6 +806,11 @@ def _metrics_response(request: Request, metrics: Metrics) -> Response:
                     metrics.render())
 
 
+def _settle(done: asyncio.Future[Ticket], ticket: Ticket) -> None:
+    if not done.done():
+        done.set_result(ticket)
+
+
 def _peer_host(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and peer:
@@ -750,7 +844,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     if routes is None:
         routes = Routes(await load_static_assets())
-    state = _Server(config, routes, loop, metrics)
+    if metrics is None:
+        metrics = Metrics()
+    pool = _make_pool(config, metrics)
+    state = _Server(config, routes, loop, metrics, pool)
     if sock is None:
         sockets = bind_listeners(config.host, config.port, config.backlog)
     else:
@@ -784,6 +881,20 @@ async def serve(
     finally:
         state.close()
         await listener.close()
+        if pool is not None:  # after the drain: the jobs of finished requests are all done
+            await asyncio.to_thread(pool.close)
+
+
+def _make_pool(config: Config, metrics: Metrics) -> CalcPool | None:
+    """The calculation pool --calc-workers asks for (started), or None to compute inline."""
+    size = config.pool_size
+    if size == 0:
+        return None
+    pool = CalcPool(size, timeout=config.calc_timeout, client_queue=config.calc_client_queue,
+                    backlog=config.calc_backlog, observer=metrics)
+    pool.start()
+    log.debug("calculation pool: %d worker(s), %g s limit", size, config.calc_timeout)
+    return pool
 
 
 # -- process entry ------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
   `session.out`; the session decides when the connection is done and when it times out. Every
   driver therefore maps protocol errors, timeouts and handler crashes in exactly the same way.
 - `serve_blocking`: the plain blocking loop that both thread-based models run per connection.
+- The calculation pool (`app.pool`): `make_pool` from the `--calc-*` options; a session hands
+  a costly calculation to it and waits, reading nothing, until `resume()` (the thread models
+  block on the ticket; the event loops are told through a `Mailbox` in their select set).
 - Signals: the blocking models turn SIGINT/SIGTERM into a `Stop` exception in the main thread
   (exactly how Python delivers Ctrl-C as KeyboardInterrupt); the event loops use a self-pipe
   (`Wakeup`) so that a sleeping select wakes up at once.
@@ -21,15 +24,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
+import os
 import signal
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
+from app.calculator import INLINE_BUDGET
+from app.config import CALC_BACKLOG, CALC_CLIENT_QUEUE, CALC_TIMEOUT, calc_worker_count
 from app.listen import AcceptFailures
+from app.pool import CalcPool, Ticket, default_workers
 from app.protocol import (
     CLOSED,
     CONTINUE_BYTES,
@@ -43,7 +52,8 @@ from app.protocol import (
     http_date,
     timeout_error,
 )
-from app.routes import Routes, internal_error_response, load_assets
+from app.routes import Deferred, Routes, internal_error_response, load_assets
+from app.work import Shed
 
 log = logging.getLogger("legacy")
 
@@ -69,10 +79,19 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolOptions:
+    workers: int  # 0: compute on the serving thread
+    timeout: float = CALC_TIMEOUT
+    client_queue: int = CALC_CLIENT_QUEUE
+    backlog: int = CALC_BACKLOG
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str
     port: int
     timeouts: Timeouts
+    pool: PoolOptions
 
 
 def make_parser(description: str | None) -> argparse.ArgumentParser:
@@ -103,6 +122,24 @@ def make_parser(description: str | None) -> argparse.ArgumentParser:
         metavar="S",
         help="a body must arrive, and a reader must make progress, within S seconds",
     )
+    # The calculation pool, with python -m app's names and defaults (app/config.py).
+    parser.add_argument(
+        "--calc-workers", type=calc_worker_count, default=None, metavar="N|auto",
+        help="calculation worker processes for expressions too costly to compute while others "
+        "wait; 0 computes everything inline; auto (the default) = the CPUs we may use",
+    )
+    parser.add_argument(
+        "--calc-timeout", type=float, default=CALC_TIMEOUT, metavar="S",
+        help="a pooled calculation's worker is killed after S seconds (422 limit error)",
+    )
+    parser.add_argument(
+        "--calc-client-queue", type=int, default=CALC_CLIENT_QUEUE, metavar="N",
+        help="costly calculations one client may have queued or running (then 429)",
+    )
+    parser.add_argument(
+        "--calc-backlog", type=int, default=CALC_BACKLOG, metavar="N",
+        help="costly calculations waiting in all (then 503)",
+    )
     return parser
 
 
@@ -110,7 +147,21 @@ def config_from(args: argparse.Namespace) -> Config:
     timeouts = Timeouts(args.header_timeout, args.keepalive_timeout, args.body_timeout)
     if min(timeouts.header, timeouts.keepalive, timeouts.body) <= 0:
         raise SystemExit("timeouts must be positive")
-    return Config(args.host, args.port, timeouts)
+    workers = default_workers() if args.calc_workers is None else args.calc_workers
+    pool = PoolOptions(workers, args.calc_timeout, args.calc_client_queue, args.calc_backlog)
+    if not pool.timeout > 0 or pool.client_queue < 1 or pool.backlog < 1:
+        raise SystemExit("--calc-timeout must be positive, the queue bounds at least 1")
+    return Config(args.host, args.port, timeouts, pool)
+
+
+def make_pool(options: PoolOptions) -> CalcPool | None:
+    """The calculation pool the options ask for, started; None to compute inline."""
+    if options.workers == 0:
+        return None
+    pool = CalcPool(options.workers, timeout=options.timeout,
+                    client_queue=options.client_queue, backlog=options.backlog)
+    pool.start()
+    return pool
 
 
 def setup_logging() -> None:
@@ -158,12 +209,28 @@ class Session:
     (a `time.monotonic()` value) has passed, `stop()` when the server is shutting down.
     Read while `wants_input`; write while `out` is non-empty; close once `finished`:
     with `close_gently`, or with `close_abruptly` when `aborted` (reset, stalled reader).
+
+    With a `pool`, a costly calculation goes there as the `client`'s: `computing` is its ticket
+    until the driver calls `resume()` once the ticket is done (a thread blocks on
+    `computing.wait()`; an event loop passes `notify`, which the pool calls from its thread).
     """
 
-    def __init__(self, routes: Routes, timeouts: Timeouts) -> None:
+    def __init__(
+        self,
+        routes: Routes,
+        timeouts: Timeouts,
+        pool: CalcPool | None = None,
+        client: str = "-",
+        notify: Callable[[Ticket], None] | None = None,
+    ) -> None:
         self.conn = Connection()
         self.routes = routes
         self.timeouts = timeouts
+        self.pool = pool
+        self.client = client
+        self.notify = notify
+        self.computing: Ticket | None = None
+        self._deferred: tuple[Request, Deferred] | None = None
         self.out = bytearray()
         self.done = False  # no more requests: close once `out` is flushed
         self.aborted = False  # drop the output and reset (peer reset us, or stopped reading)
@@ -175,7 +242,8 @@ class Session:
 
     @property
     def wants_input(self) -> bool:
-        return not (self.done or self.eof) and len(self.out) < HIGH_WATER
+        return (not (self.done or self.eof) and len(self.out) < HIGH_WATER
+                and self.computing is None)
 
     @property
     def idle(self) -> bool:
@@ -188,6 +256,8 @@ class Session:
 
     @property
     def deadline(self) -> float:
+        if self.computing is not None and not self.out:  # the pool always answers
+            return math.inf
         if self.out:  # the peer must keep reading: no progress for a body timeout is a stall
             return self._progress + self.timeouts.body
         if self._phase is Phase.HEAD:
@@ -230,8 +300,24 @@ class Session:
         if self.idle:
             self.done = True
 
+    def resume(self) -> None:
+        """The pool has answered `computing`: send its response, then go on with the input."""
+        ticket, deferred = self.computing, self._deferred
+        assert ticket is not None and ticket.outcome is not None and deferred is not None
+        self.computing = self._deferred = None
+        request, work = deferred
+        try:
+            response = work.render(ticket.outcome)
+        except Exception:
+            log.exception("rendering a calculation failed for %s", request.target)
+            response = internal_error_response()
+        if self.stopping:
+            response.close = True
+        self._queue(self.conn.send(request, response, date=current_date()))
+        self._advance()
+
     def _advance(self) -> None:
-        while not self.done and len(self.out) < HIGH_WATER:
+        while not self.done and len(self.out) < HIGH_WATER and self.computing is None:
             try:
                 event = self.conn.next_event()
             except ProtocolError as err:
@@ -240,6 +326,8 @@ class Session:
             if isinstance(event, Request):
                 self._requests += 1
                 response = self._respond(event)
+                if response is None:
+                    break  # in the pool: `resume` goes on from here
                 self._queue(self.conn.send(event, response, date=current_date()))
             elif isinstance(event, ExpectContinue):
                 self._queue(CONTINUE_BYTES)
@@ -252,9 +340,22 @@ class Session:
             self._phase = self.conn.phase
             self._since = time.monotonic()
 
-    def _respond(self, request: Request) -> Response:
+    def _respond(self, request: Request) -> Response | None:
+        """The response, or None when the calculation went to the pool (`computing`)."""
+        pool = self.pool
         try:
-            response: Response = self.routes.handle(request)
+            if pool is None:
+                response = self.routes.handle(request)
+            else:  # a client with work in the pool does not get the inline try
+                budget = 0 if pool.busy_with(self.client) else INLINE_BUDGET
+                answer = self.routes.handle(request, budget)
+                if isinstance(answer, Deferred):
+                    ticket = pool.submit(self.client, answer.job, self.notify)
+                    if not isinstance(ticket, Shed):
+                        self.computing, self._deferred = ticket, (request, answer)
+                        return None
+                    answer = answer.render(ticket)
+                response = answer
         except Exception:
             log.exception("handler failed for %s %s", request.method, request.target)
             response = internal_error_response()
@@ -315,6 +416,10 @@ def serve_blocking(sock: socket.socket, session: Session) -> None:
     """
     try:
         while not session.finished:
+            if session.computing is not None:  # in the pool: sleep, GIL released, until done
+                session.computing.wait()
+                session.resume()
+                continue
             if session.out:
                 sock.settimeout(session.timeouts.body)
                 sock.sendall(session.out)  # TimeoutError if the peer stalls for a body timeout
@@ -348,18 +453,20 @@ class Connections:
     its response with `Connection: close`, or runs into its timeout.
     """
 
-    def __init__(self, routes: Routes, timeouts: Timeouts) -> None:
+    def __init__(self, routes: Routes, timeouts: Timeouts, pool: CalcPool | None = None) -> None:
         self.routes = routes
         self.timeouts = timeouts
+        self.pool = pool
         # Reentrant: in a forked child the signal handler runs on the thread that may hold it.
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._open: dict[socket.socket, Session] = {}
         self._stopping = False
 
-    def serve(self, sock: socket.socket) -> None:
+    def serve(self, sock: socket.socket, client: str = "-") -> None:
         no_delay(sock)
-        session = Session(self.routes, self.timeouts)
+        pool = self.pool if self.pool is not None and self.pool.pid == os.getpid() else None
+        session = Session(self.routes, self.timeouts, pool, client)
         with self._lock:
             self._open[sock] = session
             if self._stopping:  # accepted just as the stop began: serve nothing more

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 
 from app.listen import ACCEPT_RETRY
+from app.pool import CalcPool, Mailbox
 from app.protocol import Connection, ProtocolError, error_response
 from app.routes import Routes
 from legacy._common import (
@@ -59,6 +60,7 @@ from legacy._common import (
     current_date,
     listen,
     make_parser,
+    make_pool,
     make_routes,
     no_delay,
     setup_logging,
@@ -99,9 +101,22 @@ def on_writable(sock: socket.socket, session: Session) -> None:
     session.sent(sent)  # may produce answers to pipelined requests held back by HIGH_WATER
 
 
-def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeouts) -> None:
+def resume(sock: socket.socket, session: Session) -> None:
+    session.resume()  # the pool answered: queue the response, parse on
+
+
+def serve(
+    listener: socket.socket,
+    wake: Wakeup,
+    routes: Routes,
+    timeouts: Timeouts,
+    pool: CalcPool | None = None,
+) -> None:
     listener.setblocking(False)
     sessions: dict[socket.socket, Session] = {}
+    # Costly calculations come back here: the pool posts the client's socket and writes a byte
+    # that wakes the same select() that watches the clients.
+    done: Mailbox[socket.socket] = Mailbox()
 
     def close(sock: socket.socket) -> None:
         session = sessions.pop(sock)
@@ -148,7 +163,8 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
             continue
 
         now = time.monotonic()
-        readers = [wake.reader] + [s for s, session in sessions.items() if session.wants_input]
+        readers = [wake.reader, done.reader] + [
+            s for s, session in sessions.items() if session.wants_input]
         if stop_by is None and now >= accept_after:
             readers.append(listener)
         writers = [s for s, session in sessions.items() if session.out]
@@ -162,10 +178,13 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
         for sock in readable:
             if sock is wake.reader:
                 wake.drain()
+            elif sock is done.reader:
+                for computed in done.take():
+                    guarded(resume, computed)
             elif sock is listener:
                 while True:
                     try:
-                        client, _address = listener.accept()
+                        client, address = listener.accept()
                     except BlockingIOError:
                         break  # accepted everyone who was waiting
                     except OSError as err:
@@ -177,7 +196,8 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
                         continue
                     client.setblocking(False)
                     no_delay(client)
-                    sessions[client] = Session(routes, timeouts)
+                    sessions[client] = Session(
+                        routes, timeouts, pool, address[0], done.poster(client))
             else:
                 guarded(on_readable, sock)
         for sock in writable:
@@ -190,6 +210,7 @@ def serve(listener: socket.socket, wake: Wakeup, routes: Routes, timeouts: Timeo
     for sock in list(sessions):  # the stop grace ran out
         sessions[sock].aborted = True
         close(sock)
+    done.close()
 
 
 def main() -> None:
@@ -198,12 +219,15 @@ def main() -> None:
     routes = make_routes()
     listener = listen(config)
     wake = Wakeup()
+    pool = make_pool(config.pool)
     announce(listener)
     try:
-        serve(listener, wake, routes, config.timeouts)
+        serve(listener, wake, routes, config.timeouts, pool)
     finally:
         listener.close()
         wake.close()
+        if pool is not None:
+            pool.close()
 
 
 if __name__ == "__main__":

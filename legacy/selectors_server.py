@@ -37,6 +37,7 @@ import socket
 import time
 
 from app.listen import ACCEPT_RETRY
+from app.pool import CalcPool, Mailbox
 from app.routes import Routes
 from legacy._common import (
     RECV_SIZE,
@@ -52,6 +53,7 @@ from legacy._common import (
     config_from,
     listen,
     make_parser,
+    make_pool,
     make_routes,
     no_delay,
     setup_logging,
@@ -93,6 +95,17 @@ class Client:
             return
         self.session.received(data)  # b"" is the peer's EOF
 
+    def resume(self) -> None:
+        """The pool answered this client's calculation: queue the response, parse on."""
+        if self.closed:
+            return
+        try:
+            self.session.resume()
+        except Exception:
+            log.exception("connection failed")
+            self.session.aborted = True
+        self.update()
+
     def _write(self) -> None:
         try:
             sent = self.sock.send(self.session.out)  # as much as fits; the rest next time
@@ -110,15 +123,22 @@ class Client:
         events = (selectors.EVENT_READ if self.session.wants_input else 0) | (
             selectors.EVENT_WRITE if self.session.out else 0
         )
-        if self.session.finished or not events:  # no events and not finished cannot happen
+        if self.session.finished:
             self.close()
-        elif events != self.events:
+        elif events == self.events:
+            return
+        elif not events:  # a calculation in the pool, all written: nothing to hear until then
+            self.server.selector.unregister(self.sock)
+        elif not self.events:
+            self.server.selector.register(self.sock, events, self.ready)
+        else:
             self.server.selector.modify(self.sock, events, self.ready)
-            self.events = events
+        self.events = events
 
     def close(self) -> None:
         self.closed = True
-        self.server.selector.unregister(self.sock)
+        if self.events:
+            self.server.selector.unregister(self.sock)
         self.server.clients.discard(self)
         if self.session.aborted:
             close_abruptly(self.sock)
@@ -129,10 +149,17 @@ class Client:
 class Server:
     """The loop. Callers: `run()`; it returns after a stop signal, once clients have finished."""
 
-    def __init__(self, listener: socket.socket, routes: Routes, timeouts: Timeouts) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        routes: Routes,
+        timeouts: Timeouts,
+        pool: CalcPool | None = None,
+    ) -> None:
         self.listener = listener
         self.routes = routes
         self.timeouts = timeouts
+        self.pool = pool
         self.selector = selectors.DefaultSelector()
         self.clients: set[Client] = set()
         self.wake = Wakeup()
@@ -141,11 +168,19 @@ class Server:
         listener.setblocking(False)
         self.selector.register(listener, selectors.EVENT_READ, self.accept)
         self.selector.register(self.wake.reader, selectors.EVENT_READ, self.on_signal)
+        # Costly calculations come back through here: the pool posts the Client and writes a
+        # byte, which wakes this same selector.
+        self.done: Mailbox[Client] = Mailbox()
+        self.selector.register(self.done, selectors.EVENT_READ, self.on_computed)
+
+    def on_computed(self, mask: int) -> None:
+        for client in self.done.take():
+            client.resume()
 
     def accept(self, mask: int) -> None:
         while True:
             try:
-                sock, _address = self.listener.accept()
+                sock, address = self.listener.accept()
             except BlockingIOError:
                 return  # accepted everyone who was waiting
             except OSError as err:  # out of descriptors: stop listening for a moment
@@ -155,7 +190,9 @@ class Server:
                 return
             sock.setblocking(False)
             no_delay(sock)
-            client = Client(self, sock, Session(self.routes, self.timeouts))
+            session = Session(self.routes, self.timeouts, self.pool, address[0])
+            client = Client(self, sock, session)
+            session.notify = self.done.poster(client)
             self.selector.register(sock, selectors.EVENT_READ, client.ready)
             self.clients.add(client)
 
@@ -204,15 +241,21 @@ class Server:
             client.close()
         self.selector.close()
         self.wake.close()
+        self.done.close()
 
 
 def main() -> None:
     setup_logging()
     config = config_from(make_parser(__doc__).parse_args())
     listener = listen(config)
-    server = Server(listener, make_routes(), config.timeouts)
+    pool = make_pool(config.pool)
+    server = Server(listener, make_routes(), config.timeouts, pool)
     announce(listener)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 if __name__ == "__main__":

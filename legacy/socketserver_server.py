@@ -51,6 +51,7 @@ from legacy._common import (
     announce,
     config_from,
     make_parser,
+    make_pool,
     make_routes,
     raise_stop_on_signals,
     setup_logging,
@@ -73,7 +74,7 @@ class Handler(socketserver.BaseRequestHandler):
             # group) finish this one connection gracefully instead.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._stop_child)
-        self.server.connections.serve(self.request)
+        self.server.connections.serve(self.request, self.client_address[0])
 
     def _stop_child(self, signum: int, frame: FrameType | None) -> None:
         self.server.connections.stop()
@@ -132,7 +133,10 @@ def main() -> None:
     parser.add_argument("--fork", action="store_true", help="a process per connection")
     args = parser.parse_args()
     config = config_from(args)
-    connections = Connections(make_routes(), config.timeouts)
+    # --fork: each connection is a child process already, off the accept loop; a pool's thread
+    # would not survive the fork, so children compute inline (see the module docstring).
+    pool = None if args.fork else make_pool(config.pool)
+    connections = Connections(make_routes(), config.timeouts, pool)
     server_class = ForkingServer if args.fork else ThreadingServer
     server = server_class(config, connections)
     raise_stop_on_signals()
@@ -148,6 +152,8 @@ def main() -> None:
         connections.stop()
         if not connections.wait(STOP_GRACE):
             log.warning("some connections did not finish within %.0f s", STOP_GRACE)
+        if pool is not None:
+            pool.close()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from legacy._common import (
     config_from,
     listen,
     make_parser,
+    make_pool,
     make_routes,
     raise_stop_on_signals,
     setup_logging,
@@ -60,19 +61,20 @@ def serve_forever(listener: socket.socket, connections: Connections) -> None:
     """Accept until `Stop`: one daemon thread per connection, each running `connections.serve`."""
     while True:
         try:
-            sock, _address = listener.accept()
+            sock, address = listener.accept()
         except OSError as err:  # out of descriptors or the like: keep serving the others
             accept_failed(err)
             time.sleep(ACCEPT_RETRY)
             continue
         # Daemon: a thread stuck past the stop grace cannot keep the process alive.
-        threading.Thread(target=connections.serve, args=(sock,), daemon=True).start()
+        threading.Thread(target=connections.serve, args=(sock, address[0]), daemon=True).start()
 
 
 def main() -> None:
     setup_logging()
     config = config_from(make_parser(__doc__).parse_args())
-    connections = Connections(make_routes(), config.timeouts)
+    pool = make_pool(config.pool)
+    connections = Connections(make_routes(), config.timeouts, pool)
     listener = listen(config)
     raise_stop_on_signals()
     try:
@@ -85,6 +87,8 @@ def main() -> None:
         connections.stop()
         if not connections.wait(STOP_GRACE):
             log.warning("some connections did not finish within %.0f s", STOP_GRACE)
+        if pool is not None:
+            pool.close()
 
 
 if __name__ == "__main__":

@@ -142,6 +142,29 @@ def running_server(
                 proc.wait(5)
 
 
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid` (a supervisor's workers, a server's pool workers)."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for task in tasks:  # a child belongs to the thread that started it (the pool's thread)
+        with contextlib.suppress(FileNotFoundError), open(
+                f"/proc/{pid}/task/{task}/children") as f:
+            found.update(int(child) for child in f.read().split())
+    return {child for child in found if not process_gone(child)}
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting for whoever inherited it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def recv_until_closed(sock: socket.socket, limit: int = 10 * 1024 * 1024) -> bytes:
     """Read until the peer closes (or `limit` bytes); the socket's own timeout bounds each read."""
     chunks: list[bytes] = []

@@ -25,7 +25,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import parse_config
-from tests.support import ROOT, RawResponse, ServerProcess, read_response, recv_until_closed
+from tests.support import (
+    ROOT,
+    RawResponse,
+    ServerProcess,
+    children,
+    process_gone,
+    read_response,
+    recv_until_closed,
+)
 from tests.support import running_server as _running_server
 
 WAIT = 20.0  # seconds for the supervisor to repair or reload; generous for a shared 2-core box
@@ -52,10 +60,6 @@ def fetch(server: ServerProcess, target: str, raw: bytes | None = None) -> RawRe
         return read_response(sock, bytearray())
 
 
-def children(pid: int) -> set[int]:
-    """The live child processes of `pid` (the supervisor's workers)."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return {int(child) for child in f.read().split()}
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
@@ -261,15 +265,6 @@ def test_workers_auto_is_one_per_usable_cpu() -> None:
     assert parse_config(["--workers", "auto"], environ={}).workers == len(os.sched_getaffinity(0))
     assert parse_config([], environ={"CALCSERVE_WORKERS": "3"}).workers == 3
     assert parse_config([], environ={}).workers == 1
-
-
-def process_gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie waiting for whoever inherited it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_workers_exit_when_the_supervisor_is_killed() -> None:

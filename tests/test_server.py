@@ -28,7 +28,7 @@ import pytest
 from app.config import Config
 from app.listen import bind_listeners
 from app.protocol import Request, Response
-from app.routes import STATIC_DIR, Routes, load_assets
+from app.routes import STATIC_DIR, Deferred, Routes, load_assets
 from app.server import format_address, serve
 from tests.support import (
     RawResponse,
@@ -488,12 +488,12 @@ async def test_client_that_never_reads_is_dropped_after_the_body_timeout() -> No
 class ExplodingRoutes(Routes):
     """The real routes, plus one path whose handler raises (a stand-in for a bug)."""
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: Request, budget: int | None = None) -> Response | Deferred:
         if request.path == "/boom":
             raise RuntimeError("handler bug")
         if request.path == "/split":  # a response that cannot be serialised (header injection)
             return Response(200, [("X-Echo", "a\r\nSet-Cookie: b")], b"")
-        return super().handle(request)
+        return super().handle(request, budget)
 
 
 async def test_handler_exception_is_a_500_and_the_connection_carries_on(
