@@ -4,8 +4,13 @@ Model: one event loop (uvloop when importable), one task per connection. A waiti
 a suspended coroutine plus a transport, a few KB, so ten thousand idle keep-alive clients cost
 tens of MB and no threads. Everything HTTP is in `app.protocol`; everything the calculator
 answers is in `app.routes`; this module only moves bytes, owns time and limits, and shuts down
-politely. Where it breaks: one core per process (run several with a supervisor), and a handler
-that computes for long stalls every client of that process.
+politely. Where it breaks: one core per process (run several with a supervisor), and anything
+that computes for long on the loop stalls every client of that process. So the loop never
+does: a calculation that would pass the inline budget comes back from routes as a `Deferred`,
+goes to the calculation pool (`app.pool`, worker processes with fair per-client queues), and
+the connection's coroutine awaits a future that the pool's thread settles through
+`call_soon_threadsafe` (a byte on the loop's own wake-up pipe). Meanwhile the loop serves
+everyone else, and that connection reads nothing more until its answer is written.
 
 Connections are what `asyncio.start_server` makes (a StreamReader/StreamWriter pair from the
 stdlib's StreamReaderProtocol, one task running our handler), but we accept them ourselves, in

@@ -17,7 +17,12 @@ every socket to the kernel and back, so each turn costs O(connections), busy or 
 Where it breaks: select's fd_set is a fixed bitmap of FD_SETSIZE (1024) bits, so it cannot
 watch a descriptor numbered 1024 or more. Python raises ValueError for one; C code silently
 corrupts memory. Past the ceiling this server answers new clients 503 and closes, rather than
-crash. One thread means one core, and a slow calculation stalls every client.
+crash. One thread means one core, and a slow calculation would stall every client: while the
+loop computes, nobody's bytes are read. So it hands costly ones to the calculation pool
+(`app.pool`) and keeps going; the pool posts the finished ticket to a `Mailbox`, a socket pair
+whose reading end is in the same `select()` as the clients, so the answer wakes the loop like
+any other ready socket. That is how an event loop stays responsive: it only waits on
+descriptors, and work that is not I/O becomes a descriptor too.
 
 What the post got wrong:
 - TCP is a stream, not messages: `recv(1024)` may hold half a request or three pipelined

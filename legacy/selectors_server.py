@@ -19,9 +19,12 @@ What one more connection costs: a socket, its buffers, a Client object and one e
 kernel's interest list; waking costs O(ready sockets), not O(all sockets). There is no
 descriptor ceiling beyond `ulimit -n`.
 
-Where it breaks: still one thread on one core, so a slow calculation stalls everyone, and
-every callback must return quickly. Deadlines are checked by a sweep over all connections
-(O(n)) at most every SWEEP_INTERVAL rather than on every turn; asyncio keeps timers in a heap.
+Where it breaks: still one thread on one core, so every callback must return quickly; a slow
+calculation would stall everyone. Costly ones go to the calculation pool (`app.pool`): the
+connection is unregistered while its job runs (nothing to read or write until then), and the
+pool's `Mailbox`, registered like a socket, calls `on_computed` when answers are in. Deadlines
+are checked by a sweep over all connections (O(n)) at most every SWEEP_INTERVAL rather than on
+every turn; asyncio keeps timers in a heap.
 
 What the post got wrong: TCP is a stream (`recv(1024)` may hold half a request or three); an
 empty `recv` means the peer closed, BlockingIOError means nothing yet; `sendall` has no place

@@ -16,6 +16,10 @@ connection (a stack and a kernel task). With `--fork`, a whole process: a fork o
 interpreter, copy-on-write pages that Python's reference counting soon copies for real, and a
 child that shares nothing, so any state (a cache, a counter) splits per connection. Forking
 buys isolation: a crash takes down one child, and CPU-bound calculations run truly in parallel.
+Threads hand costly calculations to the calculation pool and block on the ticket, as in
+threaded_server. Forked children compute inline: a pool's dispatcher thread does not survive
+`fork()`, and each child is its own process anyway; but then the kernel shares the CPU per
+process, not per client, so a client with 100 connections gets 100 shares (a model limit).
 
 Where it breaks: threads, as in threaded_server. Processes: ForkingMixIn waits for a child to
 exit once `max_children` are alive (40 by default, `MAX_CHILDREN` here), so client number

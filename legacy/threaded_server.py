@@ -11,7 +11,10 @@ single-client program (`_common.serve_blocking`).
 What one more connection costs: a thread. That is a kernel task, a stack (8 MiB of address
 space on Linux, of which a few dozen KiB are ever touched), and a turn in the scheduler. The
 GIL lets one thread run Python at a time, so threads overlap waiting, never computing: a long
-calculation holds up everyone until the interpreter switches (every 5 ms).
+calculation holds up everyone until the interpreter switches (every 5 ms), and many of them
+make every thread wait its turn for the GIL. So a costly calculation goes to the calculation
+pool (`app.pool`) and the connection's thread blocks on its ticket (`threading.Event.wait`,
+which releases the GIL) until a worker process has computed it.
 
 Where it breaks: a thousand idle clients are a thousand sleeping threads; ten thousand meet
 `ulimit -u`, `kernel.threads-max` and a lot of memory, and switching among them gets slower.

@@ -60,8 +60,6 @@ def fetch(server: ServerProcess, target: str, raw: bytes | None = None) -> RawRe
         return read_response(sock, bytearray())
 
 
-
-
 def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -425,3 +423,101 @@ def test_no_access_log_means_no_access_lines() -> None:
     text = server.stderr_text()
     assert not any(CLF.match(line) for line in text.splitlines())
     assert '"target"' not in text
+
+
+# -- the calculation pool under the supervisor -----------------------------------------------
+
+COSTLY = "+".join(["sqrt(2)"] * 800)  # far past the inline budget: computed by the pool
+
+
+def costly_request() -> bytes:
+    body = ("expr=" + COSTLY.replace("+", "%2B")).encode()
+    return request("POST", "/calculate", body,
+                   "Content-Type: application/x-www-form-urlencoded", close=True)
+
+
+def pool_workers(pid: int) -> set[int]:
+    """The calculation workers among the children of `pid` (python -m app.pool_worker)."""
+    found = set()
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{child}/cmdline", "rb") as f:
+            if b"app.pool_worker" in f.read():
+                found.add(child)
+    return found
+
+
+def process_tree(pid: int) -> dict[int, set[int]]:
+    """{server worker pid: its pool worker pids} under a supervisor."""
+    return {worker: pool_workers(worker) for worker in children(pid)}
+
+
+def test_calc_workers_auto_shares_the_cpus_among_the_workers() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert parse_config([], environ={}).pool_size == cpus
+    assert parse_config(["--workers", "2"], environ={}).pool_size == max(1, cpus // 2)
+    assert parse_config(["--calc-workers", "0"], environ={}).pool_size == 0
+    assert parse_config([], environ={"CALCSERVE_CALC_WORKERS": "3"}).pool_size == 3
+    env = {"CALCSERVE_CALC_TIMEOUT": "0.25", "CALCSERVE_CALC_CLIENT_QUEUE": "2",
+           "CALCSERVE_CALC_BACKLOG": "9"}
+    config = parse_config([], environ=env)
+    assert (config.calc_timeout, config.calc_client_queue, config.calc_backlog) == (0.25, 2, 9)
+    with pytest.raises(SystemExit):
+        parse_config(["--calc-workers", "-1"], environ={})
+    with running_server("--workers", "2") as server:
+        expected = max(1, cpus // 2)
+        assert wait_for(lambda: len(process_tree(server.proc.pid)) == 2 and all(
+            len(pool) == expected for pool in process_tree(server.proc.pid).values()))
+        assert fetch(server, "", costly_request()).status == 200
+
+
+def test_sighup_and_shutdown_leave_no_pool_process_behind() -> None:
+    with running_server("--workers", "2", "--calc-workers", "1") as server:
+        assert wait_for(lambda: sum(map(len, process_tree(server.proc.pid).values())) == 2)
+        old = process_tree(server.proc.pid)
+        old_pool = set().union(*old.values())
+        assert fetch(server, "", costly_request()).status == 200
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload complete" in server.stderr_text())
+        assert wait_for(lambda: all(process_gone(pid) for pid in old_pool)), "orphans at reload"
+        assert wait_for(lambda: (tree := process_tree(server.proc.pid)).keys().isdisjoint(old)
+                        and len(tree) == 2 and all(len(pool) == 1 for pool in tree.values()))
+        new_pool = set().union(*process_tree(server.proc.pid).values())
+        assert fetch(server, "", costly_request()).status == 200
+        assert server.stop() == 0
+    assert all(process_gone(pid) for pid in new_pool), "orphans at shutdown"
+
+
+def test_pool_workers_die_with_a_killed_server_worker() -> None:
+    with running_server("--workers", "2", "--calc-workers", "2") as server:
+        assert wait_for(lambda: sum(map(len, process_tree(server.proc.pid).values())) == 4)
+        worker, pool = next(iter(process_tree(server.proc.pid).items()))
+        os.kill(worker, signal.SIGKILL)  # no chance to close its pool: PR_SET_PDEATHSIG does
+        assert wait_for(lambda: all(process_gone(pid) for pid in pool)), "orphaned pool workers"
+        assert wait_for(lambda: fetch(server, "", costly_request()).status == 200)
+
+
+def test_pool_metrics_count_jobs_shed_and_kills() -> None:
+    with running_server("--calc-workers", "1", "--calc-client-queue", "1",
+                        "--calc-timeout", "0.001") as server:
+        slow = "+".join(["cos(2)*3"] * 1000)  # many 4 ms ticks of CPU: the 1 ms limit fires
+        body = ("expr=" + slow.replace("+", "%2B")).encode()
+        raw = request("POST", "/calculate", body,
+                      "Content-Type: application/x-www-form-urlencoded", close=True)
+        assert fetch(server, "", raw).status == 422
+        socks = [server.connect() for _ in range(3)]  # one client, one share: the rest shed
+        for sock in socks:
+            sock.sendall(raw)
+        statuses = sorted(read_response(sock, bytearray()).status for sock in socks)
+        for sock in socks:
+            sock.close()
+        assert 429 in statuses and set(statuses) <= {422, 429}
+        samples = metrics(server)
+        jobs = samples["calcserve_calc_jobs_total", ()]
+        assert jobs == 1 + statuses.count(422)
+        assert samples["calcserve_calc_shed_total", (("reason", "client_share"),)] == (
+            statuses.count(429))
+        assert samples["calcserve_calc_workers_killed_total", (("reason", "timeout"),)] == jobs
+        assert samples["calcserve_calc_busy_seconds_total", ()] > 0
+        assert samples["calcserve_calc_queue_depth", ()] == 0
+        assert samples["calcserve_http_requests_total",
+                       (("route", "/calculate"), ("status", "429"))] == statuses.count(429)
