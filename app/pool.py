@@ -227,12 +227,13 @@ class _Client:
 
 
 class _Worker:
-    __slots__ = ("buffer", "charged", "deadline", "proc", "ready", "started", "ticket")
+    __slots__ = ("broken", "buffer", "charged", "deadline", "proc", "ready", "started", "ticket")
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         self.buffer = bytearray()
         self.ready = False
+        self.broken = False  # its pipe failed while idle: reaped when its end of file comes
         self.started = time.monotonic()
         self.ticket: Ticket | None = None
         self.deadline = math.inf
@@ -452,7 +453,8 @@ class CalcPool:
                         key=lambda s: s.vtime)
             ticket = state.waiting.popleft()
             self._queued -= 1
-            worker = next(w for w in self._workers if w.ready and w.ticket is None)
+            worker = next(w for w in self._workers
+                          if w.ready and w.ticket is None and not w.broken)
             payload = ticket.job.expr.encode("utf-8", "surrogatepass")
             try:
                 assert worker.proc.stdin is not None
@@ -462,7 +464,7 @@ class CalcPool:
             except OSError:  # it died while idle: put the job back, the read side reaps it
                 state.waiting.appendleft(ticket)
                 self._queued += 1
-                worker.ready = False
+                worker.broken = True
                 self._idle -= 1
                 continue
             self._idle -= 1
@@ -595,7 +597,7 @@ class CalcPool:
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
-                if worker.ready and worker.ticket is None:
+                if worker.ready and worker.ticket is None and not worker.broken:
                     self._idle -= 1
         if reason:
             self.killed[reason] += 1

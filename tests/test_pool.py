@@ -235,3 +235,15 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_an_idle_worker_that_dies_is_replaced_and_jobs_still_run(pool: CalcPool) -> None:
+    victim = pool.workers[0]
+    os.kill(victim, signal.SIGKILL)
+    results = [pool.submit(f"c{i}", Job(COSTLY)) for i in range(4)]
+    assert all(isinstance(t, Ticket) and t.wait(WAIT) == evaluate(COSTLY) for t in results)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while (victim in pool.workers or pool.ready_workers < 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert victim not in pool.workers and pool.ready_workers == 2
+    assert pool.killed["lost"] == 1
