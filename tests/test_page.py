@@ -114,6 +114,29 @@ def test_empty_page_fills_every_placeholder() -> None:
     assert text_of(page, "result") == ""
 
 
+def test_keypad_names_start_with_the_text_on_the_key() -> None:
+    """WCAG 2.5.3, Label in Name: a key's aria-label begins with what the key shows ("x²
+    square"), so a voice user can say what they see. tests/test_accessibility.py audits the
+    rendered page for the same with axe-core; this runs without a browser."""
+    page = parse(render_page(TEMPLATE))
+    keys = [
+        attrs
+        for tag, attrs in page.elements
+        if tag == "button" and "key" in (attrs.get("class") or "").split()
+    ]
+    texts = [text.strip() for text in page.texts["key"]]
+    assert len(keys) == len(texts) == 30
+    named = 0
+    for attrs, text in zip(keys, texts, strict=True):
+        label = attrs.get("aria-label")
+        if label is None:
+            assert text, attrs  # named by its text, so it must have some
+        elif text:
+            assert label.startswith(text + " "), (label, text)
+            named += 1
+    assert named == 15  # the keys whose text is a symbol or an abbreviation
+
+
 def test_unknown_placeholder_is_a_template_bug() -> None:
     with pytest.raises(KeyError):
         render_page("<p>{{nonsense}}</p>")

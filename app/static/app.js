@@ -385,12 +385,18 @@
       const button = el("button", "history-item");
       button.type = "button";
       button.dataset.index = String(index);
-      button.setAttribute("aria-label", `Use ${entry.expr} again; it was ${entry.result}`);
+      // The name is the text on the button (WCAG 2.5.3, Label in Name): "1/4 = 0.25 exactly
+      // 1/4"; what pressing it does is its description.
+      button.setAttribute("aria-describedby", "history-use");
       const result = el("span", "history-result");
       const sign = entry.exact === false ? "≈ " : "= ";
       result.append(el("span", "history-value", sign + entry.result));
-      if (entry.fraction) result.append(el("span", "history-fraction", entry.fraction));
-      button.append(el("span", "history-expr", entry.expr), result);
+      if (entry.fraction) {
+        const fraction = el("span", "history-fraction");
+        fraction.append(el("span", "visually-hidden", "exactly "), entry.fraction);
+        result.append(fraction);
+      }
+      button.append(el("span", "history-expr", entry.expr), " ", result);
       item.append(button);
       return item;
     });
