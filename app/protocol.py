@@ -709,6 +709,7 @@ class ChunkedDecoder:
 
     def _maybe_read_size(self, buf: bytearray) -> bool:
         end = buf.find(b"\n", 0, MAX_CHUNK_LINE + 2)
+        _check_no_bare_cr(buf, end if end >= 0 else min(len(buf), MAX_CHUNK_LINE + 2))
         if end < 0:
             if len(buf) >= MAX_CHUNK_LINE + 2:
                 raise ProtocolError("chunk size line too long")
@@ -733,6 +734,7 @@ class ChunkedDecoder:
     def _maybe_read_trailer(self, buf: bytearray) -> bool:
         left = MAX_TRAILER_SIZE - self._trailer_bytes
         end = buf.find(b"\n", 0, left)
+        _check_no_bare_cr(buf, end if end >= 0 else min(len(buf), left))
         if end < 0:
             if len(buf) >= left:
                 raise ProtocolError("trailer section too large", 431)
@@ -756,6 +758,13 @@ class ChunkedDecoder:
         self._trailer_bytes += end + 1
         del buf[: end + 1]
         return True
+
+
+def _check_no_bare_cr(buf: bytearray, stop: int) -> None:
+    # RFC 9112 2.2, as in the head: a CR in buf[:stop] not followed by LF, refused as soon as the
+    # byte after it arrives (stop is the line's LF, or the end of what has arrived).
+    if buf.find(b"\r", 0, max(stop - 1, 0)) >= 0:
+        raise ProtocolError("bare CR in chunked framing (CR must be followed by LF)")
 
 
 # --- the connection -------------------------------------------------------------------------------

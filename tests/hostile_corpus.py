@@ -97,9 +97,9 @@ def one(name: str, raw: bytes, statuses: frozenset[int] | set[int] | int, close:
     return Case(name, raw, (wanted,), close, source, headers=headers)
 
 
-def early(name: str, raw: bytes, status: int, source: str) -> Case:
+def early(name: str, raw: bytes, status: int, source: str, *, body: bool = False) -> Case:
     """`raw` stops right after an offending line (or bare CR): `status` and close, at once."""
-    assert b"\r\n\r\n" not in raw, "an early case must not finish its head"
+    assert body or b"\r\n\r\n" not in raw, "an early case must not finish its head"
     return Case(name, raw, (frozenset({status}),), True, source, prompt=True)
 
 
@@ -522,6 +522,10 @@ EARLY = [
     early("early-version", b"GET /healthz HTTP/2.0\r\n", 505, "rfc9110 §15.6.6"),
     early("early-target-char", b'GET /healthz?a"b HTTP/1.1\r\n', 400, "rfc9112 §3.2"),
     early("early-connect", b"CONNECT calc.test:443 HTTP/1.1\r\n", 501, "rfc9110 §9.3.6"),
+    # The same in the chunked framing, where the body timeout would fire otherwise.
+    early("early-chunk-size-bare-cr", post_chunked(b"3;a\rb"), 400, "rfc9112 §2.2", body=True),
+    early("early-trailer-bare-cr", post_chunked(b"3\r\n1+1\r\n0\r\nX-T: a\rb"), 400,
+          "rfc9112 §2.2", body=True),
 ]
 
 PIPELINING = [
@@ -615,11 +619,10 @@ def replay(address: tuple[str, int], case: Case, *, timeout: float = 10.0,
             sock.sendall(case.raw)
         sent = time.perf_counter()
         buffer = bytearray()
-        responses = []
-        for index in range(len(case.statuses)):
+        responses = [read_final(sock, buffer, head_only=0 in case.head_only)]
+        elapsed = time.perf_counter() - sent
+        for index in range(1, len(case.statuses)):
             responses.append(read_final(sock, buffer, head_only=index in case.head_only))
-            if not index:
-                elapsed = time.perf_counter() - sent
         says_close = (responses[-1].header("connection") or "").lower() == "close"
         if case.close or says_close:
             closed, extra = wait_closed(sock, buffer, close_wait)

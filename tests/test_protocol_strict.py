@@ -24,6 +24,7 @@ from app.protocol import (
 H = b"Host: calc.test\r\n"
 GET = b"GET /healthz HTTP/1.1\r\n" + H
 POST = b"POST /calculate HTTP/1.1\r\n" + H
+CHUNKED = POST + b"Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 def refusal(data: bytes, *, eof: bool = False, step: int = 0) -> ProtocolError | None:
@@ -100,6 +101,11 @@ EARLY: list[tuple[str, bytes, bytes, int, str, str]] = [
     ("CONNECT", b"CONNECT calc.test:443 HTTP/1.1\r\n", H + b"\r\n", 501, "not a proxy",
      "rfc9112 3.2.3 / rfc9110 9.3.6"),
     ("asterisk for GET", b"GET * HTTP/1.1\r\n", H + b"\r\n", 400, "asterisk", "rfc9112 3.2.4"),
+    # The same rule in the chunked framing: a bare CR is refused by the byte after it.
+    ("bare CR in a chunk size line", CHUNKED + b"3;a\rb", b"\r\n1+1\r\n0\r\n\r\n", 400,
+     "bare CR", "rfc9112 2.2"),
+    ("bare CR in a trailer", CHUNKED + b"0\r\nX-T: a\rb", b"\r\n\r\n", 400, "bare CR",
+     "rfc9112 2.2"),
 ]
 
 
