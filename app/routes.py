@@ -365,9 +365,10 @@ class Routes:
     def handle(self, request: Request) -> Response:
         """The response to `request`."""
         path = request.path
-        if "%" in path:
-            path = _match_form(path)
         route = self._exact.get(path)
+        if route is None and "%" in path:  # the exact path first: no cost when it matches
+            path = _match_form(path)
+            route = self._exact.get(path)
         if route is not None:
             methods, handler = route
             if request.method not in methods:
