@@ -10,16 +10,19 @@ Callers use:
   or raises `ProtocolError`; `send(request, response)` returns the bytes to write.
 - `ProtocolError`: the only exception raised for client input; it carries the status to answer and
   whether the connection must close. `error_response(err)` turns it into a `Response`.
-- `parse_head`, `ChunkedDecoder`, `check_partial_head`: the pieces `Connection` is built from, for
-  a streams driver that reads the head and the body itself.
+- `parse_head`, `HeadScanner`, `ChunkedDecoder`: the pieces `Connection` is built from, for a
+  streams driver that reads the head and the body itself.
 - `render`, `http_date`: the pure serialiser and an IMF-fixdate helper.
 
-Rules (RFC 9112 / RFC 9110), applied strictly: token method; origin-form target (absolute-form and
-`OPTIONS *` accepted); `HTTP/1.0` or `HTTP/1.1` (another well-formed version is 505); token field
-names with no whitespace before the colon; no obs-fold; CRLF only (no bare CR, bare LF or NUL);
-exactly one `Host` in HTTP/1.1; `Content-Length` of 1-19 ASCII digits, duplicates identical;
-`Transfer-Encoding` exactly `chunked` once (else 501), never with `Content-Length` and never in
-HTTP/1.0; chunk sizes ASCII hex, bounded; trailers validated and kept apart from the headers.
+Rules (RFC 9112 / RFC 9110 / RFC 3986), applied strictly: token method; origin-form target of
+RFC 3986 characters and well-formed %-escapes (absolute-form and `OPTIONS *` accepted, CONNECT's
+authority-form answered 501); `HTTP/1.0` or `HTTP/1.1` (another well-formed version is 505); token
+field names with no whitespace before the colon; no obs-fold; CRLF only (no bare CR, bare LF or
+NUL); exactly one `Host` in HTTP/1.1; `Content-Length` of 1-19 ASCII digits, duplicates
+identical; `Transfer-Encoding` ending in one `chunked` (else 400; another coding before it is
+501), never with `Content-Length` and never in HTTP/1.0; chunk sizes ASCII hex, bounded; trailers
+validated and kept apart from the headers. A head is refused at its first offending line, as soon
+as that line is complete, not when the head ends.
 """
 
 from __future__ import annotations
@@ -47,12 +50,12 @@ __all__ = [
     "Connection",
     "ExpectContinue",
     "Head",
+    "HeadScanner",
     "NeedData",
     "Phase",
     "ProtocolError",
     "Request",
     "Response",
-    "check_partial_head",
     "error_response",
     "http_date",
     "make_request",
@@ -67,21 +70,25 @@ __all__ = [
 # b"\r\n\r\n", decode it once as latin-1 (byte N is code point N), match the request line, and
 # pull every field out with ONE findall of a line-anchored field-line pattern. Counting CR, LF
 # and CRLF (C-speed bytes.count) proves there is no bare CR or LF, and "as many matches as lines"
-# proves every line matched whole, so that single pass both validates and extracts. Only when the
-# fast path fails do we run the slow diagnosis (`_diagnose_head`), which walks the head line by
-# line to name the precise error and status. Semantics (Host, Content-Length, Transfer-Encoding,
-# Connection, Expect) are one pass over the few fields whose names matter.
+# proves every line matched whole, so that single pass both validates and extracts. Semantics
+# (Host, Content-Length, Transfer-Encoding, Connection, Expect) are then one pass, in order, over
+# the few fields whose names matter (`_Framing`).
 #
-# Errors must not depend on how the bytes were split. A head still arriving is checked
-# incrementally (`check_partial_head`): a method that cannot be a token on its first bytes, then
-# line by line, in order, for bare LF, request-line length (414), field count and head size
-# (431). The whole-head diagnosis runs the very same checks first, over the same window, so
-# feeding a request whole, byte by byte or in random splits gives the same request or the same
-# error. The chunked decoder works line by line for the same reason.
+# Errors must not depend on how the bytes were split, and a request that is already invalid is
+# refused as soon as the offending line is complete. Both come from one reference parser,
+# `HeadScanner`, which takes a head line by line as its bytes arrive and remembers how far it got:
+# the method on its first bytes, a bare CR when the byte after it comes, each line when its LF
+# comes (request-line grammar, version, target; field-line grammar; then what the field means to
+# the framing, through the same `_Framing` as the fast path), the 414/431 limits when passed; what
+# only the end of the head can tell (Host present, chunked final) comes last. An error is thus a
+# function of the shortest prefix that proves it, whatever the split. Whenever the fast path does
+# not pass a whole head, the reference parser parses it, so it names the first offence, exactly
+# as it would have named it line by line. The chunked decoder works line by line for the same
+# reason.
 #
-# Python traps avoided: every pattern is bytes and used with fullmatch (never `$`, `\d`, `\s`,
-# re.IGNORECASE); numbers reach int() only after a pattern has proved them ASCII digits or hex;
-# we never call str.strip() or splitlines() on input.
+# Python traps avoided: every pattern is bytes (or compiled from bytes) and used with fullmatch
+# (never `$`, `\d`, `\s`, re.IGNORECASE); numbers reach int() only after a pattern has proved them
+# ASCII digits or hex; we never call str.strip() without its characters, or splitlines(), on input.
 
 # --- limits (each with its precedent) -------------------------------------------------------------
 
@@ -107,30 +114,49 @@ _TOKEN = rb"[" + _TCHAR + rb"]+"
 _FVCHAR = rb"\x21-\x7e\x80-\xff"
 _FIELD_VALUE = rb"(?:[" + _FVCHAR + rb"](?:[ \t" + _FVCHAR + rb"]*[" + _FVCHAR + rb"])?)?"
 # field-line = field-name ":" OWS field-value OWS
-_FIELD_LINE = _TOKEN + rb":[ \t]*" + _FIELD_VALUE + rb"[ \t]*"
-# request-target: any visible ASCII but "#" here; its form is checked by _split_target.
-_TARGET = rb"[\x21\x22\x24-\x7e]+"
-# request-line = method SP request-target SP HTTP-version ; HTTP-version = "HTTP/" DIGIT "." DIGIT
-_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (" + _TARGET + rb") HTTP/([0-9])\.([0-9])")
+_FIELD_LINE = rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*"
 _FIELD_LINE_RE = re.compile(_FIELD_LINE)
-_FIELD_EXTRACT = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n")
+_FIELD_EXTRACT = re.compile(_FIELD_LINE + rb"\r\n")
+# request-line = method SP request-target SP HTTP-version ; HTTP-version = "HTTP/" DIGIT "." DIGIT
+# Here the target is anything up to the next SP; _split_target checks it against RFC 3986.
+_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") ([^ ]+) HTTP/([0-9])\.([0-9])")
+# RFC 3986: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~" ; pct-encoded = "%" HEXDIG HEXDIG
+# sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="
+# pchar = unreserved / pct-encoded / sub-delims / ":" / "@"
+_PLAIN = rb"A-Za-z0-9\-._~!$&'()*+,;="  # unreserved / sub-delims
+_PCT_ENCODED = rb"%[0-9A-Fa-f]{2}"
+# RFC 9112 3.2.1: origin-form = absolute-path [ "?" query ] ; absolute-path = 1*( "/" segment )
+# segment = *pchar ; query = *( pchar / "/" / "?" ). As the first "?" ends the path, that is "/"
+# then runs of pchar, "/" and "?" between well-formed escapes.
+_ORIGIN_RUN = rb"[" + _PLAIN + rb":@/?]*"
+_ORIGIN = rb"/" + _ORIGIN_RUN + rb"(?:" + _PCT_ENCODED + _ORIGIN_RUN + rb")*"
+# uri-host = IP-literal / IPv4address / reg-name ; reg-name = *( unreserved / pct-encoded /
+# sub-delims ), which an IPv4address also matches ; port = *DIGIT
+_URI_HOST = (
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[" + _PLAIN + rb"]*(?:" + _PCT_ENCODED + rb"[" + _PLAIN + rb"]*)*)"
+)
 # The fast path runs the same grammar over the head decoded as latin-1, which maps byte N to code
 # point N one to one, so these explicit ranges mean exactly what they mean in the bytes patterns.
+# Its request line takes an origin-form target only: the other forms take the reference path.
 # Field lines are anchored at line starts (MULTILINE "^" matches only after "\n"), so when the
 # number of matches equals the number of CRLF-terminated lines, every line matched whole.
 _FAST_REQUEST_LINE = re.compile(
-    (rb"(" + _TOKEN + rb") (" + _TARGET + rb") HTTP/1\.([01])\r\n").decode("latin-1")
+    (rb"(" + _TOKEN + rb") (" + _ORIGIN + rb") HTTP/1\.([01])\r\n").decode("latin-1")
 )
-_FAST_FIELD_LINE = re.compile(
-    (rb"^(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*\r\n").decode("latin-1"),
-    re.MULTILINE,
+_FAST_FIELD_LINE = re.compile((rb"^" + _FIELD_LINE + rb"\r\n").decode("latin-1"), re.MULTILINE)
+_ORIGIN_FORM = re.compile(_ORIGIN.decode("latin-1"))
+# RFC 9112 3.2.2: absolute-form = absolute-URI, limited to the http(s) schemes we serve. No
+# userinfo in the authority (RFC 9110 4.2.4); path-abempty [ "?" query ] as in origin-form.
+_ABSOLUTE_FORM = re.compile(
+    (rb"[Hh][Tt][Tt][Pp][Ss]?://(" + _URI_HOST + rb"(?::[0-9]*)?)((?:" + _ORIGIN + rb")|\?"
+     + _ORIGIN_RUN + rb"(?:" + _PCT_ENCODED + _ORIGIN_RUN + rb")*)?").decode("latin-1")
 )
-# absolute-form = absolute-URI, limited to the http(s) schemes we serve
-_ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?]*)([/?].*)?")
-# Host = uri-host [ ":" port ] ; uri-host = IP-literal / IPv4address / reg-name
-_HOST_RE = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+# RFC 9112 3.2.3: authority-form = uri-host ":" port, for CONNECT only
+_AUTHORITY_FORM = re.compile((_URI_HOST + rb":[0-9]*").decode("latin-1"))
+# Host = uri-host [ ":" port ]
+_HOST_RE = re.compile((_URI_HOST + rb"(?::[0-9]*)?").decode("latin-1"))
 # Content-Length = 1*DIGIT, bounded so the value fits in 63 bits
-_CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF ; chunk-size = 1*HEXDIG
 # chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
 # chunk-ext-val = token / quoted-string ; quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE
@@ -141,6 +167,19 @@ _CHUNK_EXT = (
 )
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1," + str(MAX_CHUNK_SIZE_DIGITS).encode() + rb"})"
                          + _CHUNK_EXT)
+
+# Transfer-Encoding = #transfer-coding ; transfer-coding = token *( OWS ";" OWS transfer-parameter )
+# transfer-parameter = token BWS "=" BWS ( token / quoted-string ). A #list may hold empty
+# elements, which a recipient ignores (RFC 9110 5.6.1).
+_TRANSFER_CODING = (
+    _TOKEN + rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED_STRING
+    + rb"))*"
+)
+_TRANSFER_CODINGS = re.compile(
+    (rb"(?:" + _TRANSFER_CODING + rb")?(?:[ \t]*,[ \t]*(?:" + _TRANSFER_CODING + rb")?)*")
+    .decode("latin-1")
+)
+_ONE_TRANSFER_CODING = re.compile(_TRANSFER_CODING.decode("latin-1"))
 
 # Fields that frame or route the message may not hide in a trailer section (RFC 9110 6.5.1).
 _FORBIDDEN_TRAILERS: Final = frozenset(
@@ -320,117 +359,171 @@ def _check_method(buf: bytes | bytearray) -> None:
             "malformed request line: the method is not a token (TLS to a plain HTTP port?)")
 
 
-def check_partial_head(buf: bytes | bytearray, start: int = 0, lines: int = 0) -> tuple[int, int]:
-    """Check a head that has not ended yet, from `start`, with `lines` lines already seen.
+class HeadScanner:
+    """A request head read line by line as it arrives: the reference parser of a head.
 
-    Raises 400 (a method that is not a token; a bare LF), 414 (request line too long) or 431
-    (too many fields, head too big), in the order the offending bytes appear. Returns
-    `(position, lines)` to resume from once more bytes arrive, so a driver that rescans as bytes
-    trickle in does linear work overall.
+    Call `check(buf)` after every read with all the bytes of a head that has not ended yet (the
+    same buffer, grown): it raises ProtocolError at the first offence in them and remembers how
+    far it got, so a trickled head costs linear work overall. Offences are found as soon as they
+    are certain: a method that is not a token on its first bytes, a bare CR when the byte after
+    it arrives, a line that breaks the grammar or the framing rules when its LF arrives, 414 and
+    431 when a limit is passed. `finish(head)` takes the whole head (ending in CRLF CRLF), checks
+    what only the end can tell (Host present, chunked final) and returns its `Head`;
+    `parse_head` is a faster way to the same result or the same error.
     """
-    if lines == 0:
-        _check_method(buf)
-    pos, lines = _scan_lines(buf, start, lines, min(len(buf), MAX_HEAD_SIZE))
-    if len(buf) >= MAX_HEAD_SIZE:
-        raise ProtocolError("request head too large", 431)
-    return pos, lines
 
+    __slots__ = ("_fields", "_framing", "_lines", "_max_body", "_request", "_seen", "_start")
 
-def _scan_lines(buf: bytes | bytearray, pos: int, lines: int, stop: int) -> tuple[int, int]:
-    # Walk the line ends of buf[pos:stop] in order; the first offence wins. `lines` counts the
-    # line ends seen so far (the request line is line 1); the terminator is never in range.
-    find = buf.find
-    while True:
-        if lines == 0:
-            end = find(b"\n", pos, min(stop, MAX_REQUEST_LINE + 2))
+    def __init__(self, *, max_body_size: int = MAX_BODY_SIZE) -> None:
+        self._max_body = max_body_size
+        self._start = 0  # where the line being read starts; every line before it passed
+        self._seen = 0  # bytes searched for LF and bare CR so far
+        self._lines = 0  # complete lines; the request line is line 1
+        self._request: tuple[str, str, str, str] | None = None  # method, target, path, query
+        self._framing: _Framing | None = None
+        self._fields: list[tuple[str, str]] = []
+
+    def check(self, buf: bytes | bytearray) -> None:
+        """Check the head so far (no CRLF CRLF in `buf` yet); raise at its first offence."""
+        if not self._lines:
+            _check_method(buf)
+        self._scan(buf, min(len(buf), MAX_HEAD_SIZE))
+        if len(buf) >= MAX_HEAD_SIZE:
+            raise ProtocolError("request head too large", 431)
+
+    def finish(self, head: bytes | bytearray) -> Head:
+        """Check the whole `head` (no leading empty lines) and return it parsed."""
+        if not head.endswith(b"\r\n\r\n"):
+            raise ProtocolError("request head must end with an empty line")
+        if not self._lines:
+            _check_method(head)
+        # The terminator's final CRLF is not a line of its own; the line before it ends at -3.
+        self._scan(head, min(len(head) - 2, MAX_HEAD_SIZE))
+        if len(head) > MAX_HEAD_SIZE:
+            raise ProtocolError("request head too large", 431)
+        request, framing = self._request, self._framing
+        assert request is not None and framing is not None  # the request line ends at -3 or before
+        return framing.head(*request, tuple(self._fields))
+
+    def _scan(self, buf: bytes | bytearray, stop: int) -> None:
+        # Take the lines of buf[:stop] that end in it, in order; the first offence wins. A CR is
+        # bare unless the next byte is LF, so one at the last byte searched waits for the next.
+        find = buf.find
+        start = self._start
+        seen = self._seen
+        while True:
+            limit = stop if self._lines else min(stop, MAX_REQUEST_LINE + 2)
+            end = find(b"\n", seen, limit)
+            # (Never a negative end: find would count it from the end of buf.)
+            if find(b"\r", max(seen - 1, start), max((limit if end < 0 else end) - 1, 0)) >= 0:
+                raise ProtocolError("bare CR in request head (CR must be followed by LF)")
             if end < 0:
-                if stop >= MAX_REQUEST_LINE + 2:
+                self._start = start
+                self._seen = max(seen, limit)
+                if not self._lines and stop >= MAX_REQUEST_LINE + 2:
                     raise ProtocolError("request line too long", 414)
-                return stop, 0
-        else:
-            end = find(b"\n", pos, stop)
-            if end < 0:
-                return stop, lines
-        if end == 0 or buf[end - 1] != 0x0D:
-            raise ProtocolError("bare LF in request head (lines must end with CRLF)")
-        lines += 1
-        if lines - 1 > MAX_HEADER_COUNT:
+                return
+            if end == 0 or buf[end - 1] != 0x0D:
+                raise ProtocolError("bare LF in request head (lines must end with CRLF)")
+            self._lines += 1
+            self._take_line(buf, start, end - 1)
+            start = seen = end + 1
+
+    def _take_line(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        framing = self._framing
+        if framing is None:
+            m = _REQUEST_LINE_RE.fullmatch(buf, start, end)
+            if m is None:
+                raise ProtocolError("malformed request line")
+            if m.group(3) != b"1" or m.group(4) not in (b"0", b"1"):
+                raise ProtocolError("HTTP version not supported (use HTTP/1.1 or HTTP/1.0)", 505)
+            method = m.group(1).decode("ascii")
+            target = m.group(2).decode("latin-1")
+            self._framing = _Framing("1.1" if m.group(4) == b"1" else "1.0", self._max_body)
+            path, query = _split_target(method, target)
+            self._request = (method, target, path, query)
+            return
+        if self._lines - 1 > MAX_HEADER_COUNT:
             raise ProtocolError("too many header fields", 431)
-        pos = end + 1
+        m = _FIELD_LINE_RE.fullmatch(buf, start, end)
+        if m is None:
+            _field_line_error(buf[start:end])
+        name = m.group(1).decode("ascii").lower()
+        value = m.group(2).decode("latin-1")
+        self._fields.append((name, value))
+        if name in _SPECIAL_FIELDS:
+            framing.add(name, value)
+
+
+def _field_line_error(line: bytes | bytearray) -> NoReturn:
+    if line[:1] in (b" ", b"\t"):
+        # RFC 9112 5.2 obs-fold, or 2.2 whitespace between the start-line and the first field.
+        raise ProtocolError("line starts with whitespace (obsolete line folding)")
+    name, colon, _ = line.partition(b":")
+    if not colon:
+        raise ProtocolError("header field without a colon")
+    if name[-1:] in (b" ", b"\t"):
+        raise ProtocolError("whitespace between header field name and colon")
+    if b"\0" in line:
+        raise ProtocolError("NUL in header field")
+    raise ProtocolError("invalid header field")
 
 
 def parse_head(head: bytes | bytearray, *, max_body_size: int = MAX_BODY_SIZE) -> Head:
     """Parse a whole head ending in b"\\r\\n\\r\\n" (no leading empty lines); raise ProtocolError.
 
     A streams driver reads up to and including the first b"\\r\\n\\r\\n", calls this, then reads
-    `content_length` bytes or feeds a `ChunkedDecoder`.
+    `content_length` bytes or feeds a `ChunkedDecoder`. The answer is `HeadScanner`'s, faster.
     """
     text = head.decode("latin-1")
     m = _FAST_REQUEST_LINE.match(text)
-    crlf = head.count(b"\r\n")
     if m is None or len(head) > MAX_HEAD_SIZE or m.end() - 2 > MAX_REQUEST_LINE:
-        _diagnose_head(head)
+        return HeadScanner(max_body_size=max_body_size).finish(head)
+    crlf = head.count(b"\r\n")
     fields = _FAST_FIELD_LINE.findall(text, m.end(), len(text) - 2)
+    method, target, minor = m.groups()
     if (
         len(fields) != crlf - 2
         or len(fields) > MAX_HEADER_COUNT
         or head.count(b"\n") != crlf
         or head.count(b"\r") != crlf
         or not text.endswith("\r\n\r\n")
+        or method == "CONNECT"
     ):
-        _diagnose_head(head)
-    method, target, minor = m.groups()
+        return HeadScanner(max_body_size=max_body_size).finish(head)
+    # Every line is well-formed and the target is origin-form: what is left to check is what the
+    # framing fields say, in the order they came, as HeadScanner does.
     headers = tuple([(name.lower(), value) for name, value in fields])
-    return _interpret(method, target, "1.1" if minor == "1" else "1.0", headers, max_body_size)
-
-
-def _diagnose_head(head: bytes | bytearray) -> NoReturn:
-    # The slow path: name the first offence, scanning exactly as check_partial_head does.
-    if not head.endswith(b"\r\n\r\n"):
-        raise ProtocolError("request head must end with an empty line")
-    _check_method(head)
-    body_end = len(head) - 2  # the terminator's final CRLF is not a line of its own
-    _scan_lines(head, 0, 0, min(body_end, MAX_HEAD_SIZE))
-    if len(head) > MAX_HEAD_SIZE:
-        raise ProtocolError("request head too large", 431)
-    lines = head[:body_end].split(b"\r\n")[:-1]
-    request_line = lines[0]
-    m = _REQUEST_LINE_RE.fullmatch(request_line)
-    if m is None:
-        raise ProtocolError("malformed request line")
-    if m.group(3) != b"1" or m.group(4) not in (b"0", b"1"):
-        raise ProtocolError("HTTP version not supported (use HTTP/1.1 or HTTP/1.0)", 505)
-    for line in lines[1:]:
-        if _FIELD_LINE_RE.fullmatch(line):
-            continue
-        if line[:1] in (b" ", b"\t"):
-            raise ProtocolError("obsolete line folding in header field")
-        name, colon, _ = line.partition(b":")
-        if not colon:
-            raise ProtocolError("header field without a colon")
-        if name[-1:] in (b" ", b"\t"):
-            raise ProtocolError("whitespace between header field name and colon")
-        if b"\r" in line:
-            raise ProtocolError("bare CR in header field")
-        if b"\0" in line:
-            raise ProtocolError("NUL in header field")
-        raise ProtocolError("invalid header field")
-    raise ProtocolError("malformed request head")  # pragma: no cover - the fast path would pass
+    framing = _Framing("1.1" if minor == "1" else "1.0", max_body_size)
+    for name, value in headers:
+        if name in _SPECIAL_FIELDS:
+            framing.add(name, value)
+    path, _, query = target.partition("?")
+    return framing.head(method, target, path, query, headers)
 
 
 def _split_target(method: str, target: str) -> tuple[str, str]:
+    # RFC 9112 3.2: the four forms of request-target, each for its own methods; (path, query).
+    if method == "CONNECT":
+        if _AUTHORITY_FORM.fullmatch(target) is None:
+            raise ProtocolError("CONNECT needs an authority-form target (host:port)")
+        # RFC 9110 9.3.6: CONNECT asks for a tunnel, which only a proxy makes; what follows the
+        # head may already be tunnelled bytes, so the connection closes after the answer.
+        raise ProtocolError("CONNECT is not supported: this is an origin server, not a proxy", 501)
     if target[0] == "/":
+        if _ORIGIN_FORM.fullmatch(target) is None:
+            raise ProtocolError("invalid request-target (RFC 3986: a character that must be "
+                                "percent-encoded, or a malformed %-escape)")
         path, _, query = target.partition("?")
         return path, query
     if target == "*":
         if method != "OPTIONS":
             raise ProtocolError("asterisk-form target is only for OPTIONS")
         return "*", ""
-    m = _ABSOLUTE_FORM.fullmatch(target.encode("ascii"))
-    if m is None or not _HOST_RE.fullmatch(m.group(1)) or not m.group(1):
+    m = _ABSOLUTE_FORM.fullmatch(target)
+    if m is None or m.group(1)[:1] in ("", ":"):
         raise ProtocolError("request target must be origin-form or absolute-form")
-    rest = (m.group(2) or b"").decode("ascii")
-    path, _, query = rest.partition("?")
+    path, _, query = (m.group(2) or "").partition("?")
     return path or "/", query
 
 
@@ -440,69 +533,107 @@ _SPECIAL_FIELDS: Final = frozenset(
 )
 
 
-def _interpret(
-    method: str, target: str, version: str, headers: tuple[tuple[str, str], ...],
-    max_body_size: int,
-) -> Head:
-    path, query = _split_target(method, target)
-    hosts: list[str] = []
-    content_length: str | None = None
-    transfer_encodings: list[str] = []
-    connection: list[str] = []
-    expect: list[str] = []
-    for name, value in [pair for pair in headers if pair[0] in _SPECIAL_FIELDS]:
+class _Framing:
+    # What the fields that frame a request say, taken one field line at a time, in order. `add`
+    # raises as soon as a line makes the head invalid whatever follows it (a second Host, a bad
+    # or conflicting Content-Length, chunked not last); `head` applies the rules that need the
+    # whole head (Host present; chunked the final coding) and builds the Head.
+    __slots__ = ("chunked", "codings", "connection", "expect", "host", "length", "max_body",
+                 "version")
+
+    def __init__(self, version: str, max_body: int) -> None:
+        self.version = version
+        self.max_body = max_body
+        self.host: str | None = None
+        self.length: str | None = None
+        self.codings: list[str] | None = None  # codings before chunked; None: no Transfer-Encoding
+        self.chunked = False
+        self.connection: list[str] = []
+        self.expect = False
+
+    def add(self, name: str, value: str) -> None:
         if name == "host":
-            hosts.append(value)
+            # RFC 9112 3.2: 400 for more than one Host line or an invalid Host value.
+            if self.host is not None:
+                raise ProtocolError("more than one Host header field")
+            if _HOST_RE.fullmatch(value) is None:
+                raise ProtocolError("invalid Host")
+            self.host = value
         elif name == "content-length":
-            if not _CONTENT_LENGTH.fullmatch(value.encode("latin-1")):
+            # RFC 9112 6.3 (5): an invalid or conflicting Content-Length is an unrecoverable error.
+            if _CONTENT_LENGTH.fullmatch(value) is None:
                 raise ProtocolError("Content-Length must be 1 to 19 ASCII digits")
-            if content_length is not None and value != content_length:
+            if self.length is not None and value != self.length:
                 raise ProtocolError("conflicting Content-Length values")
-            content_length = value
+            if self.codings is not None:
+                raise ProtocolError("both Transfer-Encoding and Content-Length")
+            if int(value) > self.max_body:  # safe: proved 1-19 ASCII digits above
+                raise ProtocolError(f"body larger than {self.max_body} bytes", 413)
+            self.length = value
         elif name == "transfer-encoding":
-            transfer_encodings.append(value)
+            if self.version == "1.0":  # RFC 9112 6.1: treat as faulty framing
+                raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+            if self.length is not None:  # RFC 9112 6.1: a smuggling attempt; we reject it
+                raise ProtocolError("both Transfer-Encoding and Content-Length")
+            self._add_codings(value)
         elif name == "connection":
-            connection.append(value)
+            self.connection.append(value)
+        elif self.version == "1.1":  # Expect; HTTP/1.0 expectations are ignored (RFC 9110 10.1.1)
+            if self.expect or value.lower() != "100-continue":
+                raise ProtocolError("unsupported expectation", 417)
+            self.expect = True
+
+    def _add_codings(self, value: str) -> None:
+        codings = self.codings
+        if codings is None:
+            codings = self.codings = []
+        if value.lower() == "chunked":  # the common case
+            items = [value]
+        elif _TRANSFER_CODINGS.fullmatch(value) is not None:
+            items = _ONE_TRANSFER_CODING.findall(value)
         else:
-            expect.append(value)
-    if len(hosts) > 1:
-        raise ProtocolError("more than one Host header field")
-    if not hosts:
-        if version == "1.1":
+            raise ProtocolError("malformed Transfer-Encoding")
+        for item in items:
+            # Once chunked is seen, any further coding (in this line or a later one) leaves it
+            # not final (RFC 9112 6.3) or applied twice (RFC 9112 7.1): both are 400.
+            if self.chunked:
+                raise ProtocolError("chunked applied more than once" if item.lower() == "chunked"
+                                    else "chunked is not the final transfer coding")
+            if item.lower() == "chunked":
+                self.chunked = True
+            else:
+                codings.append(item)
+
+    def head(self, method: str, target: str, path: str, query: str,
+             headers: tuple[tuple[str, str], ...]) -> Head:
+        if self.host is None and self.version == "1.1":
             raise ProtocolError("HTTP/1.1 request without Host")
-    elif not _HOST_RE.fullmatch(hosts[0].encode("latin-1")):
-        raise ProtocolError("invalid Host")
+        chunked = False
+        length = 0
+        codings = self.codings
+        if codings is not None:
+            if not self.chunked:  # RFC 9112 6.3: MUST answer 400 and close
+                raise ProtocolError("chunked is not the final transfer coding "
+                                    "(the body length cannot be determined)")
+            if codings:  # RFC 9112 6.1: a coding we do not understand, SHOULD 501
+                raise ProtocolError(f"unsupported transfer coding {codings[0]!r} "
+                                    "(only chunked is)", 501)
+            chunked = True
+        elif self.length is not None:
+            length = int(self.length)
 
-    chunked = False
-    length = 0
-    if transfer_encodings:
-        if version == "1.0":
-            raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request")
-        if content_length is not None:
-            raise ProtocolError("both Transfer-Encoding and Content-Length")
-        if len(transfer_encodings) != 1 or transfer_encodings[0].lower() != "chunked":
-            raise ProtocolError("only Transfer-Encoding: chunked is supported", 501)
-        chunked = True
-    elif content_length is not None:
-        length = int(content_length)  # safe: proved 1-19 ASCII digits above
-        if length > max_body_size:
-            raise ProtocolError(f"body larger than {max_body_size} bytes", 413)
-
-    if not connection:
-        keep_alive = version == "1.1"
-    elif len(connection) == 1 and connection[0].lower() == "keep-alive":
-        keep_alive = True
-    else:
-        tokens = {t.strip(" \t") for t in ",".join(connection).lower().split(",")}
-        keep_alive = "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
-
-    expect_continue = False
-    if expect and version == "1.1":  # HTTP/1.0 expectations are ignored (RFC 9110 10.1.1)
-        if len(expect) != 1 or expect[0].lower() != "100-continue":
-            raise ProtocolError("unsupported expectation", 417)
-        expect_continue = chunked or length > 0
-    return Head(method, target, path, query, version, headers, keep_alive, length, chunked,
-                expect_continue)
+        connection = self.connection
+        version = self.version
+        if not connection:
+            keep_alive = version == "1.1"
+        elif len(connection) == 1 and connection[0].lower() == "keep-alive":
+            keep_alive = True
+        else:
+            tokens = {t.strip(" \t") for t in ",".join(connection).lower().split(",")}
+            keep_alive = "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
+        expect_continue = self.expect and (chunked or length > 0)
+        return Head(method, target, path, query, version, headers, keep_alive, length, chunked,
+                    expect_continue)
 
 
 # --- chunked bodies -------------------------------------------------------------------------------
@@ -578,6 +709,7 @@ class ChunkedDecoder:
 
     def _maybe_read_size(self, buf: bytearray) -> bool:
         end = buf.find(b"\n", 0, MAX_CHUNK_LINE + 2)
+        _check_no_bare_cr(buf, end if end >= 0 else min(len(buf), MAX_CHUNK_LINE + 2))
         if end < 0:
             if len(buf) >= MAX_CHUNK_LINE + 2:
                 raise ProtocolError("chunk size line too long")
@@ -602,6 +734,7 @@ class ChunkedDecoder:
     def _maybe_read_trailer(self, buf: bytearray) -> bool:
         left = MAX_TRAILER_SIZE - self._trailer_bytes
         end = buf.find(b"\n", 0, left)
+        _check_no_bare_cr(buf, end if end >= 0 else min(len(buf), left))
         if end < 0:
             if len(buf) >= left:
                 raise ProtocolError("trailer section too large", 431)
@@ -627,6 +760,13 @@ class ChunkedDecoder:
         return True
 
 
+def _check_no_bare_cr(buf: bytearray, stop: int) -> None:
+    # RFC 9112 2.2, as in the head: a CR in buf[:stop] not followed by LF, refused as soon as the
+    # byte after it arrives (stop is the line's LF, or the end of what has arrived).
+    if buf.find(b"\r", 0, max(stop - 1, 0)) >= 0:
+        raise ProtocolError("bare CR in chunked framing (CR must be followed by LF)")
+
+
 # --- the connection -------------------------------------------------------------------------------
 
 
@@ -639,8 +779,8 @@ class Connection:
     `send(None, error_response(err))` and close. `phase` tells a driver which timeout applies.
     """
 
-    __slots__ = ("_buf", "_closed", "_decoder", "_eof", "_head", "_index", "_lines", "_max_body",
-                 "_must_close", "_parts", "_scan", "_search")
+    __slots__ = ("_buf", "_closed", "_decoder", "_eof", "_head", "_index", "_max_body",
+                 "_must_close", "_parts", "_scanner", "_search")
 
     def __init__(self, *, max_body_size: int = MAX_BODY_SIZE) -> None:
         # Unparsed input. bytes while it is one peer read as received (no copy: the common case),
@@ -655,8 +795,7 @@ class Connection:
         self._decoder: ChunkedDecoder | None = None
         self._parts: list[bytes] = []
         self._search = 0  # where the b"\r\n\r\n" search resumes
-        self._scan = 0  # where check_partial_head resumes
-        self._lines = 0
+        self._scanner: HeadScanner | None = None  # the checks of a head still arriving
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes read from the peer; b"" means the peer will send no more."""
@@ -724,7 +863,8 @@ class Connection:
             buf = self._buf = bytearray(buf)
             while buf.startswith(b"\r\n"):
                 del buf[:2]
-                self._search = self._scan = self._lines = 0
+                self._search = 0
+                self._scanner = None
         end = buf.find(b"\r\n\r\n", self._search) + 4
         if end < 4:
             if not buf:
@@ -732,7 +872,10 @@ class Connection:
                     self._closed = True
                     return CLOSED
                 return NEED_DATA
-            self._scan, self._lines = check_partial_head(buf, self._scan, self._lines)
+            scanner = self._scanner
+            if scanner is None:
+                scanner = self._scanner = HeadScanner(max_body_size=self._max_body)
+            scanner.check(buf)  # a line that is already wrong is refused now, not at the end
             if self._eof:
                 raise ProtocolError("connection closed in the middle of a request head")
             self._search = max(0, len(buf) - 3)
@@ -747,7 +890,8 @@ class Connection:
         else:
             head = parse_head(raw, max_body_size=self._max_body)
             index = _remember_head(raw, head)
-        self._search = self._scan = self._lines = 0
+        self._search = 0
+        self._scanner = None
         if not head.chunked:
             stop = end + head.content_length
             if stop <= len(buf):  # the whole request is here (the common case)

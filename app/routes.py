@@ -10,7 +10,13 @@
 | POST /calculate, text/plain               | the result as text                                  |
 | GET/HEAD /calculate?expr=...              | JSON (text when Accept prefers text/plain)          |
 | GET/HEAD /healthz                         | 200 ok                                              |
+| OPTIONS * (or a known path)               | 200, empty, Allow: the server's (the path's) methods|
+| a method RFC 9110 does not define         | 501                                                 |
 | anything else                             | 404, or 405 with Allow for a known path             |
+
+Paths match after the %-escapes of unreserved characters are decoded (RFC 3986 6.2.2.2:
+`/%63alculate` is `/calculate`); no other escape is ever decoded, so `%2F`, `%00` and the like
+never become path structure.
 
 Malformed client input (no `expr`, bad JSON, a bad percent-escape, a body that is not UTF-8) is a
 400, an unsupported media type a 415, an expression the calculator refuses a 422 carrying
@@ -52,9 +58,14 @@ __all__ = [
 
 # Strategy:
 #
-# Dispatch is a dict lookup on the still-encoded path; only /static/ needs a prefix test, and its
-# NAME must match a plain file-name pattern and be a key of the assets mapping, so no request can
-# name anything but a file we loaded at start-up (no "..", no "/", no %-escapes are ever decoded).
+# Dispatch is a dict lookup on the path; only /static/ needs a prefix test, and its NAME must
+# match a plain file-name pattern and be a key of the assets mapping, so no request can name
+# anything but a file we loaded at start-up. A path with a "%" first has the escapes of unreserved
+# characters decoded, which RFC 3986 makes equivalent to the characters themselves; every other
+# escape stays as it is ("%2F" is not "/", "%25" not "%", so nothing is ever decoded twice), and
+# "." / ".." are names like any other (never dot-segments), so "%2e%2e" opens no parent folder.
+# The method is looked at only when the path does not take it: OPTIONS answers Allow, a method
+# RFC 9110 does not define is 501, a defined one 405 with Allow.
 # Each /calculate variant reduces to one `expr` string plus an output mode (html, json, text); one
 # function evaluates and renders for all of them. Client mistakes raise `_Reject` inside and
 # become plain-text 400/415 answers in `handle`.
@@ -85,6 +96,27 @@ _DEFAULT_TYPE: Final = "application/octet-stream"
 # A static NAME: a plain file name, starting with a letter or digit; nothing that a file system
 # or a percent-decoder could read as another path ("..", "/", "\\", "%2e", NUL).
 _ASSET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
+
+# RFC 9110 9.1: the methods this server implements for some resource, in the order Allow lists
+# them, and those it recognises: RFC 9110's own plus PATCH (RFC 5789). A recognised method that
+# a path does not take is 405 with Allow (15.5.6: "known by the origin server but not supported by
+# the target resource"); any other method is 501 (15.6.2: "does not recognize the request
+# method"). CONNECT never gets here: the protocol core answers it 501 (not a proxy).
+SERVER_METHODS: Final = ("GET", "HEAD", "POST", "OPTIONS")
+KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+_READ_METHODS: Final = frozenset({"GET", "HEAD"})
+
+# RFC 3986 2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~". Their escapes, in either
+# case of hex digit ("%2e", "%2E"), decoded for matching (6.2.2.2); no other escape is.
+_UNRESERVED: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+_UNRESERVED_ESCAPES: Final[Mapping[str, str]] = {
+    f"{hi}{lo}": char
+    for char in _UNRESERVED
+    for hi in {f"{ord(char):02X}"[0], f"{ord(char):02x}"[0]}
+    for lo in {f"{ord(char):02X}"[1], f"{ord(char):02x}"[1]}
+}
 
 _JSON: Final = "application/json"
 _TEXT: Final = "text/plain; charset=utf-8"
@@ -346,7 +378,7 @@ class Routes:
         self._exact: dict[str, tuple[frozenset[str], _Handler]] = {
             "/": (frozenset({"GET", "HEAD"}), self._page),
             "/calculate": (frozenset({"GET", "HEAD", "POST"}), self._calculate),
-            "/healthz": (frozenset({"GET", "HEAD"}), self._healthz),
+            "/healthz": (_READ_METHODS, self._healthz),
         }
 
     @overload
@@ -358,20 +390,28 @@ class Routes:
         """The response to `request`; with a `budget`, a `Deferred` for a costlier calculation."""
         path = request.path
         route = self._exact.get(path)
+        if route is None and "%" in path:  # the exact path first: no cost when it matches
+            path = _match_form(path)
+            route = self._exact.get(path)
         if route is not None:
             methods, handler = route
             if request.method not in methods:
-                return _method_not_allowed(methods)
+                return _other_method(request.method, methods)
             try:
                 return handler(request, budget)
             except _Reject as reject:
                 return _text_response(reject.status, f"{reject.status} {reject.message}\n")
         if path.startswith("/static/"):
-            asset = self.assets.get(path[8:])
-            if asset is not None and _ASSET_NAME.fullmatch(path[8:]):
-                if request.method not in ("GET", "HEAD"):
-                    return _method_not_allowed(frozenset({"GET", "HEAD"}))
+            name = path[8:]
+            asset = self.assets.get(name)
+            if asset is not None and _ASSET_NAME.fullmatch(name):
+                if request.method not in _READ_METHODS:
+                    return _other_method(request.method, _READ_METHODS)
                 return _static(request, asset)
+        if request.method not in KNOWN_METHODS:
+            return _not_implemented()
+        if path == "*" and request.method == "OPTIONS":  # RFC 9110 9.3.7: the server as a whole
+            return _options(frozenset(SERVER_METHODS))
         return _text_response(404, "404 Not Found\n")
 
     # --- handlers ---
@@ -520,9 +560,40 @@ def _json_expr(body: bytes) -> str:
     return expr
 
 
-def _method_not_allowed(methods: frozenset[str]) -> Response:
-    allow = ", ".join(m for m in ("GET", "HEAD", "POST") if m in methods)
-    return _text_response(405, "405 Method Not Allowed\n", ("Allow", allow))
+def _match_form(path: str) -> str:
+    """`path` with the escapes of unreserved characters decoded (RFC 3986 6.2.2.2), and only
+    those: the protocol core has already proved every "%" starts a well-formed escape."""
+    parts = path.split("%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        char = _UNRESERVED_ESCAPES.get(part[:2])
+        out.append("%" + part if char is None else char + part[2:])
+    return "".join(out)
+
+
+def _allow(methods: frozenset[str]) -> tuple[str, str]:
+    # RFC 9110 10.2.1: Allow lists the methods the target resource supports; OPTIONS is one.
+    return ("Allow", ", ".join(m for m in SERVER_METHODS if m in methods or m == "OPTIONS"))
+
+
+def _other_method(method: str, methods: frozenset[str]) -> Response:
+    """The answer when a path does not take `method`: OPTIONS, 501 or 405 (RFC 9110 9.1)."""
+    if method == "OPTIONS":
+        return _options(methods)
+    if method not in KNOWN_METHODS:
+        return _not_implemented()
+    return _text_response(405, "405 Method Not Allowed\n", _allow(methods))
+
+
+def _options(methods: frozenset[str]) -> Response:
+    # RFC 9110 9.3.7: a successful answer says Allow and, with no content, MUST send
+    # Content-Length: 0, which 8.6 forbids in a 204: so 200 with an empty body (render adds it).
+    return Response(200, [_allow(methods), _NOSNIFF])
+
+
+def _not_implemented() -> Response:
+    # RFC 9110 9.1: a request method that is unrecognized SHOULD get 501.
+    return _text_response(501, "501 Not Implemented\n")
 
 
 def _static(request: Request, asset: Asset) -> Response:

@@ -8,7 +8,11 @@ every mode by tests/test_hardening_corpus.py (and mixed into scripts/soak.py). A
 - `close`: True when framing is in doubt and the server must answer and close (the response says
   `Connection: close` and EOF follows with nothing after it); False when the connection must stay
   usable (a follow-up request on it is served); None when the RFC allows either, in which case the
-  response's own `Connection` header decides which of those two checks applies.
+  response's own `Connection` header decides which of those two checks applies;
+- `prompt`: the raw bytes end in the middle of a head, right after a line that is already wrong
+  (RFC 9112: refuse it as soon as the line is complete): the answer must come at once, far below
+  the header timeout, never as a 408 when the timeout fires;
+- `headers`: fields the last response must carry with exactly these values (e.g. `Allow`).
 
 Provenance is in `source`: "rfc9112 §x" for a MUST in the spec, or the public corpus the case was
 drawn from (gunicorn tests/requests/invalid, nodejs/llhttp test/request/*.md, http-garden,
@@ -51,6 +55,8 @@ class Case:
     close: bool | None
     source: str
     head_only: tuple[int, ...] = ()  # indexes of responses to HEAD requests (no body on the wire)
+    prompt: bool = False  # an unfinished head that is already invalid: answered at once
+    headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, value) on the last response
 
     def __repr__(self) -> str:  # keeps pytest ids and failure output short
         return f"Case({self.name})"
@@ -86,9 +92,15 @@ GOOD_CHUNKS = b"3\r\n1+1\r\n0\r\n\r\n"
 
 
 def one(name: str, raw: bytes, statuses: frozenset[int] | set[int] | int, close: bool | None,
-        source: str) -> Case:
+        source: str, *, headers: tuple[tuple[str, str], ...] = ()) -> Case:
     wanted = frozenset({statuses}) if isinstance(statuses, int) else frozenset(statuses)
-    return Case(name, raw, (wanted,), close, source)
+    return Case(name, raw, (wanted,), close, source, headers=headers)
+
+
+def early(name: str, raw: bytes, status: int, source: str, *, body: bool = False) -> Case:
+    """`raw` stops right after an offending line (or bare CR): `status` and close, at once."""
+    assert body or b"\r\n\r\n" not in raw, "an early case must not finish its head"
+    return Case(name, raw, (frozenset({status}),), True, source, prompt=True)
 
 
 def seq(name: str, raw: bytes, statuses: list[set[int] | int], close: bool | None,
@@ -142,7 +154,7 @@ REQUEST_LINE = [
         LLHTTP),
     one("rl-target-ctl", b"GET /health\x01z HTTP/1.1\r\n" + b(HOST) + b"\r\n", 400, True,
         LLHTTP),
-    one("rl-target-fragment", get("/healthz#frag"), {400, 404}, None, "rfc9112 §3.2"),
+    one("rl-target-fragment", get("/healthz#frag"), 400, True, "rfc9112 §3.2, rfc3986 §3.5"),
     one("rl-bare-cr", b"GET /healthz HTTP/1.1\r" + b(HOST) + b"\r\n", 400, True, RFC),
     one("rl-bare-lf-endings", b"GET /healthz HTTP/1.1\nHost: calc.test\n\n", {200, 400}, None,
         "rfc9112 §2.2 (MAY accept LF)"),
@@ -153,17 +165,23 @@ REQUEST_LINE = [
     one("rl-tls-client-hello-no-line-end",
         b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40, 400, True, GARDEN),
     one("rl-h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", {400, 505}, True, RFC),
-    one("rl-asterisk-get", get("*"), {400, 404}, None, "rfc9112 §3.2.4"),
-    one("rl-authority-form-get", get("calc.test:80"), {400, 404}, None, "rfc9112 §3.2.3"),
-    one("rl-connect", b"CONNECT calc.test:443 HTTP/1.1\r\n" + b(HOST) + b"\r\n",
-        {400, 405, 501}, None, GARDEN),
+    one("rl-asterisk-get", get("*"), 400, True, "rfc9112 §3.2.4 (OPTIONS only)"),
+    one("rl-authority-form-get", get("calc.test:80"), 400, True, "rfc9112 §3.2.3 (CONNECT only)"),
+    # An origin server does not tunnel: 501 (rfc9110 §15.6.2), and close, since what follows the
+    # head may already be tunnelled bytes.
+    one("rl-connect", b"CONNECT calc.test:443 HTTP/1.1\r\n" + b(HOST) + b"\r\n", 501, True,
+        "rfc9112 §3.2.3, rfc9110 §9.3.6"),
+    one("rl-connect-ipv6", b"CONNECT [::1]:443 HTTP/1.1\r\n" + b(HOST) + b"\r\n", 501, True,
+        "rfc9112 §3.2.3"),
+    one("rl-connect-origin-form", b"CONNECT /healthz HTTP/1.1\r\n" + b(HOST) + b"\r\n", 400,
+        True, "rfc9112 §3.2.3 (authority-form only)"),
     one("rl-absolute-form", get("http://calc.test/healthz"), 200, False, "rfc9112 §3.2.2"),
     one("rl-absolute-form-other-host", get("http://elsewhere.test/healthz"), 200, False,
         "rfc9112 §3.2.2"),
-    one("rl-lowercase-method", b"get /healthz HTTP/1.1\r\n" + b(HOST) + b"\r\n", {405, 501},
-        None, "rfc9110 §9.1 (case-sensitive)"),
-    one("rl-unknown-method", b"FROB /healthz HTTP/1.1\r\n" + b(HOST) + b"\r\n", {405, 501},
-        None, RFC),
+    one("rl-lowercase-method", b"get /healthz HTTP/1.1\r\n" + b(HOST) + b"\r\n", 501, False,
+        "rfc9110 §9.1 (case-sensitive; unrecognised SHOULD 501)"),
+    one("rl-unknown-method", b"FROB /healthz HTTP/1.1\r\n" + b(HOST) + b"\r\n", 501, False,
+        "rfc9110 §9.1 SHOULD"),
     one("rl-huge-method", b"G" * (_LIMIT_LINE + 100) + b" /healthz HTTP/1.1\r\n" + b(HOST)
         + b"\r\n", {400, 414, 501}, True, GUNICORN),
     one("rl-uri-too-long", get("/healthz?" + "a" * (_LIMIT_LINE + 100)), 414, True, GUNICORN),
@@ -178,7 +196,8 @@ HEADER_SYNTAX = [
     one("hs-tab-before-colon", get(extra="X-A\t: 1\r\n"), 400, True, "rfc9112 §5.1 MUST"),
     one("hs-no-colon", get(extra="X-A 1\r\n"), 400, True, GUNICORN),
     one("hs-empty-name", get(extra=": 1\r\n"), 400, True, GUNICORN),
-    one("hs-obs-fold", get(extra="X-A: 1\r\n 2\r\n"), {200, 400}, None, "rfc9112 §5.2"),
+    one("hs-obs-fold", get(extra="X-A: 1\r\n 2\r\n"), 400, True, "rfc9112 §5.2 (reject)"),
+    one("hs-obs-fold-tab", get(extra="X-A: 1\r\n\t2\r\n"), 400, True, "rfc9112 §5.2 (reject)"),
     one("hs-first-line-indented", b"GET /healthz HTTP/1.1\r\n " + b(HOST) + b"\r\n", 400, True,
         "rfc9112 §2.2"),
     one("hs-name-space", get(extra="X A: 1\r\n"), 400, True, GUNICORN),
@@ -276,22 +295,29 @@ TRANSFER_ENCODING = [
         "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n") + GOOD_CHUNKS, {200, 400}, True,
         "rfc9112 §6.1"),
     one("te-identity", post_chunked(b"1+1", te="identity", extra="Content-Length: 3\r\n"),
-        {400, 501}, True, LLHTTP),
-    one("te-gzip-chunked", post_chunked(GOOD_CHUNKS, te="gzip, chunked"), {400, 501}, True,
-        "unsupported coding"),
-    one("te-chunked-not-last", post_chunked(GOOD_CHUNKS, te="chunked, gzip"), {400, 501}, True,
+        400, True, "rfc9112 §6.1 (TE with CL)"),
+    one("te-identity-alone", post_chunked(b"1+1", te="identity"), 400, True,
+        "rfc9112 §6.3 MUST (chunked not final)"),
+    one("te-gzip-alone", post_chunked(GOOD_CHUNKS, te="gzip"), 400, True,
+        "rfc9112 §6.3 MUST (chunked not final)"),
+    one("te-gzip-chunked", post_chunked(GOOD_CHUNKS, te="gzip, chunked"), 501, True,
+        "rfc9112 §6.1 SHOULD (unknown coding, chunked final)"),
+    one("te-deflate-chunked", post_chunked(GOOD_CHUNKS, te="deflate, chunked"), 501, True,
+        "rfc9112 §6.1 SHOULD"),
+    one("te-chunked-not-last", post_chunked(GOOD_CHUNKS, te="chunked, gzip"), 400, True,
         "rfc9112 §6.3 MUST"),
-    one("te-chunked-twice", post_chunked(GOOD_CHUNKS, te="chunked, chunked"), {400, 501}, True,
-        "rfc9112 §7 MUST NOT"),
+    one("te-chunked-twice", post_chunked(GOOD_CHUNKS, te="chunked, chunked"), 400, True,
+        "rfc9112 §7.1 MUST NOT"),
     one("te-two-headers", post_chunked(GOOD_CHUNKS, extra="Transfer-Encoding: chunked\r\n"),
-        {400, 501}, True, GUNICORN),
+        400, True, "rfc9112 §7.1 (chunked twice)"),
     one("te-uppercase", post_chunked(GOOD_CHUNKS, te="CHUNKED"), 200, False,
         "codings are case-insensitive"),
-    one("te-xchunked", post_chunked(GOOD_CHUNKS, te="xchunked"), {400, 501}, True, GARDEN),
-    one("te-chunked-param", post_chunked(GOOD_CHUNKS, te="chunked;q=1"), {400, 501}, True,
-        GARDEN),
-    one("te-vtab", post_chunked(GOOD_CHUNKS, te="chunked\x0b"), {400, 501}, True, GARDEN),
-    one("te-nbsp", post_chunked(GOOD_CHUNKS, te="chunked\xa0"), {400, 501}, True, GARDEN),
+    one("te-xchunked", post_chunked(GOOD_CHUNKS, te="xchunked"), 400, True,
+        "rfc9112 §6.3 (chunked not final)"),
+    one("te-chunked-param", post_chunked(GOOD_CHUNKS, te="chunked;q=1"), 400, True,
+        "rfc9112 §6.3 (chunked takes no parameter)"),
+    one("te-vtab", post_chunked(GOOD_CHUNKS, te="chunked\x0b"), 400, True, GARDEN),
+    one("te-nbsp", post_chunked(GOOD_CHUNKS, te="chunked\xa0"), 400, True, GARDEN),
     one("te-space-before-colon", b("POST /calculate HTTP/1.1\r\n" + HOST
         + "Content-Type: text/plain\r\nTransfer-Encoding : chunked\r\n\r\n") + GOOD_CHUNKS, 400,
         True, "rfc9112 §5.1 MUST"),
@@ -299,7 +325,7 @@ TRANSFER_ENCODING = [
         [200, 400], True, "ignored header: '0' is then a bad request line"),
     one("te-http10", b("POST /calculate HTTP/1.0\r\n" + HOST + "Content-Type: text/plain\r\n"
         "Transfer-Encoding: chunked\r\n\r\n") + GOOD_CHUNKS, {200, 400}, True, "rfc9112 §6.1 MUST"),
-    one("te-empty", post_chunked(GOOD_CHUNKS, te=""), {400, 501}, True, LLHTTP),
+    one("te-empty", post_chunked(GOOD_CHUNKS, te=""), 400, True, "rfc9112 §6.3 (no chunked)"),
     one("te-on-get", get(extra="Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n", 200, False,
         "empty chunked body, keep-alive"),
 ]
@@ -372,16 +398,134 @@ EXPECT_AND_METHODS = [
     one("expect-100-with-body", post_cl(b"1+1", extra="Expect: 100-continue\r\n"), 200, False,
         "rfc9110 §10.1.1"),
     one("expect-unknown", get(extra="Expect: teapot\r\n"), {200, 417}, None, "rfc9110 §10.1.1"),
-    one("method-trace", b"TRACE /healthz HTTP/1.1\r\n" + b(HOST) + b"\r\n", {405, 501}, None,
-        RFC),
+    one("method-trace", b"TRACE /healthz HTTP/1.1\r\n" + b(HOST) + b"\r\n", 405, False,
+        "rfc9110 §15.5.6 (known, not for this resource)",
+        headers=(("allow", "GET, HEAD, OPTIONS"),)),
     one("method-delete-calculate", b"DELETE /calculate HTTP/1.1\r\n" + b(HOST) + b"\r\n", 405,
-        False, "DESIGN: 405 with Allow"),
+        False, "rfc9110 §15.5.6 MUST Allow",
+        headers=(("allow", "GET, HEAD, POST, OPTIONS"),)),
     one("method-post-unknown-path", b"POST /nowhere HTTP/1.1\r\n" + b(HOST)
-        + b"Content-Length: 0\r\n\r\n", {404, 405}, False, "DESIGN: 404"),
-    one("path-traversal", get("/static/../../etc/passwd"), {400, 404}, None, "DESIGN"),
-    one("path-traversal-encoded", get("/static/%2e%2e%2fpyproject.toml"), {400, 404}, None,
-        "DESIGN"),
-    one("bad-percent-encoding", get("/calculate?expr=%zz"), 400, False, "DESIGN: 400"),
+        + b"Content-Length: 0\r\n\r\n", 404, False, "DESIGN: 404"),
+    one("method-brew", b"BREW / HTTP/1.1\r\n" + b(HOST) + b"\r\n", 501, False,
+        "rfc9110 §9.1 SHOULD (unrecognised)"),
+    one("method-dash-token", b"-BLARGH /foo HTTP/1.1\r\n" + b(HOST) + b"\r\n", 501, False,
+        "rfc9110 §9.1 ('-' is a tchar)"),
+    one("method-unknown-with-body", b"BREW /calculate HTTP/1.1\r\n" + b(HOST)
+        + b"Content-Length: 3\r\n\r\n1+1", 501, False, "rfc9110 §9.1, body consumed"),
+    one("method-options-asterisk", b"OPTIONS * HTTP/1.1\r\n" + b(HOST) + b"\r\n", 200, False,
+        "rfc9110 §9.3.7", headers=(("allow", "GET, HEAD, POST, OPTIONS"),
+                                   ("content-length", "0"))),
+    one("method-options-calculate", b"OPTIONS /calculate HTTP/1.1\r\n" + b(HOST) + b"\r\n",
+        200, False, "rfc9110 §9.3.7", headers=(("allow", "GET, HEAD, POST, OPTIONS"),)),
+    one("method-options-page", b"OPTIONS / HTTP/1.1\r\n" + b(HOST) + b"\r\n", 200, False,
+        "rfc9110 §9.3.7", headers=(("allow", "GET, HEAD, OPTIONS"),)),
+    one("method-options-static", b"OPTIONS /static/app.css HTTP/1.1\r\n" + b(HOST) + b"\r\n",
+        200, False, "rfc9110 §9.3.7", headers=(("allow", "GET, HEAD, OPTIONS"),)),
+    one("method-options-unknown-path", b"OPTIONS /nowhere HTTP/1.1\r\n" + b(HOST) + b"\r\n",
+        404, False, "DESIGN: 404"),
+    one("path-traversal", get("/static/../../etc/passwd"), 404, False, "DESIGN: never outside"),
+    one("path-traversal-encoded", get("/static/%2e%2e%2fpyproject.toml"), 404, False,
+        "rfc3986 §6.2.2.2: %2f stays"),
+    one("bad-percent-encoding", get("/calculate?expr=%zz"), 400, True,
+        "rfc9112 §3.2, rfc3986 §2.1 (invalid target)"),
+    one("bad-percent-encoding-in-body", b("POST /calculate HTTP/1.1\r\n" + HOST
+        + "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\n")
+        + b"expr=%zz", 400, False, "DESIGN: 400 (form body)"),
+]
+
+# RFC 9112 §3.2: "Recipients of an invalid request-line SHOULD respond with either a 400 (Bad
+# Request) error or a 301"; RFC 3986 §2-3 allows unreserved, sub-delims, ":", "@", "/", "?" and
+# "%" HEXDIG HEXDIG in a path or query, and nothing else.
+REQUEST_TARGET = [
+    *(one(f"rt-{label}", get(f"/healthz?a={char}"), 400, True, "rfc9112 §3.2, rfc3986 §2")
+      for label, char in [("dquote", '"'), ("lt", "<"), ("gt", ">"), ("backslash", "\\"),
+                          ("caret", "^"), ("backtick", "`"), ("lbrace", "{"), ("pipe", "|"),
+                          ("rbrace", "}"), ("lbracket", "["), ("rbracket", "]")]),
+    one("rt-dquote-in-path", get('/heal"thz'), 400, True, "rfc3986 §3.3"),
+    one("rt-pct-truncated", get("/healthz?a=%4"), 400, True, "rfc3986 §2.1"),
+    one("rt-pct-bare", get("/healthz%"), 400, True, "rfc3986 §2.1"),
+    one("rt-pct-not-hex", get("/healthz?a=%G1"), 400, True, "rfc3986 §2.1"),
+    one("rt-obs-text", get("/healthz?a=\xe9"), 400, True, "rfc3986 §2 (raw byte >= 0x80)"),
+    one("rt-nbsp", get("/healthz?a=\xa0"), 400, True, "rfc3986 §2 (space-like)"),
+    one("rt-htab", get("/health\tz"), 400, True, "rfc9112 §3 (space-like)"),
+    one("rt-vt", get("/health\x0bz"), 400, True, "rfc9112 §3 (space-like)"),
+    one("rt-ff", get("/health\x0cz"), 400, True, "rfc9112 §3 (space-like)"),
+    one("rt-absolute-bad-pct", get("http://calc.test/healthz?%zz"), 400, True, "rfc3986 §2.1"),
+    one("rt-absolute-userinfo", get("http://user@calc.test/healthz"), 400, True,
+        "rfc9110 §4.2.4"),
+    one("rt-every-allowed-char", get("/healthz?a-._~!$&'()*+,;=:@/?%41"), 200, False,
+        "rfc3986 §3.4: all of these may appear"),
+    one("rt-absolute-ipv6", get("http://[::1]:8080/healthz"), 200, False, "rfc3986 §3.2.2"),
+]
+
+# RFC 3986 §6.2.2.2: %-encoded unreserved characters are equivalent to the characters; nothing
+# else is decoded, so "%2F", "%2e%2e" (as a name) and "%00" never become path structure.
+PATHS = [
+    one("path-escaped-unreserved", get("/%63alculate?expr=1%2B2"), 200, False,
+        "rfc3986 §6.2.2.2"),
+    one("path-escaped-every-letter", get("/%68%65%61%6C%74%68%7a"), 200, False,
+        "rfc3986 §6.2.2.2 (hex of either case)"),
+    one("path-static-escaped-folder", get("/st%61tic/app.css"), 200, False, "rfc3986 §6.2.2.2"),
+    one("path-static-escaped-dot", get("/static/app%2ecss"), 200, False,
+        "rfc3986 §6.2.2.2 ('.' is unreserved)"),
+    one("path-static-dotdot-escaped", get("/static/%2e%2e/pyproject.toml"), 404, False,
+        "never outside app/static"),
+    one("path-static-dotdot-slash-escaped", get("/static/..%2Fpyproject.toml"), 404, False,
+        "rfc3986 §6.2.2.2 (%2F is reserved: stays)"),
+    one("path-static-escaped-slash", get("/static%2Fapp.css"), 404, False, "%2F is not '/'"),
+    one("path-static-nul", get("/static/app.css%00"), 404, False, "%00 stays"),
+    one("path-escaped-percent", get("/%2568ealthz"), 404, False, "no double decoding"),
+    one("path-dotdot-to-healthz", get("/static/../healthz"), 404, False,
+        "no dot-segment removal: '..' is a name"),
+]
+
+# A head that is already invalid is refused as soon as the offending line is complete (or, for
+# a bare CR, as soon as the byte after it arrives), not at the end of the head or at the header
+# timeout. Each raw ends right there: nothing more is sent.
+EARLY = [
+    early("early-cl-overflow", b("POST /calculate HTTP/1.1\r\n" + HOST
+          + "Content-Length: 1000000000000000000000\r\n"), 400, "rfc9112 §6.3 (5)"),
+    early("early-cl-conflict", b("POST /calculate HTTP/1.1\r\n" + HOST
+          + "Content-Length: 1\r\nContent-Length: 2\r\n"), 400, "rfc9112 §6.3 (5)"),
+    early("early-cl-over-limit", b("POST /calculate HTTP/1.1\r\n" + HOST
+          + f"Content-Length: {_LIMIT_BODY + 1}\r\n"), 413, "limit: MAX_BODY_SIZE"),
+    early("early-bare-cr-request-line", b"GET /healthz HTTP/1.1\rLine: 1", 400, "rfc9112 §2.2"),
+    early("early-bare-cr-field", b("GET /healthz HTTP/1.1\r\n" + HOST + "X-A: 1\rX"), 400,
+          "rfc9112 §2.2"),
+    early("early-cr-cr", b("GET /healthz HTTP/1.1\r\n" + HOST + "X-A: 1\r\r"), 400,
+          "rfc9112 §2.2"),
+    early("early-bare-lf", b("GET /healthz HTTP/1.1\r\n" + HOST + "X-A: 1\n"), 400,
+          "rfc9112 §2.2"),
+    early("early-obs-fold", b("GET /healthz HTTP/1.1\r\n" + HOST + "X-A: 1\r\n folded\r\n"),
+          400, "rfc9112 §5.2"),
+    early("early-indented-first-field", b("GET /healthz HTTP/1.1\r\n " + HOST), 400,
+          "rfc9112 §2.2"),
+    early("early-junk-line", b("GET /healthz HTTP/1.1\r\n" + HOST + "junk\r\n"), 400,
+          "rfc9112 §5.1"),
+    early("early-space-before-colon", b("GET /healthz HTTP/1.1\r\n" + HOST + "X-A : 1\r\n"),
+          400, "rfc9112 §5.1 MUST"),
+    early("early-nul", b("GET /healthz HTTP/1.1\r\n" + HOST + "X-A: a\x00b\r\n"), 400,
+          "rfc9110 §5.5 MUST"),
+    early("early-second-host", b("GET /healthz HTTP/1.1\r\n" + HOST + "Host: x.test\r\n"), 400,
+          "rfc9112 §3.2 MUST"),
+    early("early-invalid-host", b"GET /healthz HTTP/1.1\r\nHost: a b\r\n", 400,
+          "rfc9112 §3.2 MUST"),
+    early("early-te-chunked-gzip", b("POST /calculate HTTP/1.1\r\n" + HOST
+          + "Transfer-Encoding: chunked, gzip\r\n"), 400, "rfc9112 §6.3 MUST"),
+    early("early-te-and-cl", b("POST /calculate HTTP/1.1\r\n" + HOST
+          + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"), 400, "rfc9112 §6.1"),
+    early("early-te-http10", b"POST /calculate HTTP/1.0\r\nTransfer-Encoding: chunked\r\n", 400,
+          "rfc9112 §6.1 MUST"),
+    early("early-expectation", b("POST /calculate HTTP/1.1\r\n" + HOST + "Expect: teapot\r\n"),
+          417, "rfc9110 §10.1.1"),
+    early("early-malformed-request-line", b"GET  /healthz HTTP/1.1\r\n", 400, "rfc9112 §3"),
+    early("early-version", b"GET /healthz HTTP/2.0\r\n", 505, "rfc9110 §15.6.6"),
+    early("early-target-char", b'GET /healthz?a"b HTTP/1.1\r\n', 400, "rfc9112 §3.2"),
+    early("early-connect", b"CONNECT calc.test:443 HTTP/1.1\r\n", 501, "rfc9110 §9.3.6"),
+    # The same in the chunked framing, where the body timeout would fire otherwise.
+    early("early-chunk-size-bare-cr", post_chunked(b"3;a\rb"), 400, "rfc9112 §2.2", body=True),
+    early("early-trailer-bare-cr", post_chunked(b"3\r\n1+1\r\n0\r\nX-T: a\rb"), 400,
+          "rfc9112 §2.2", body=True),
 ]
 
 PIPELINING = [
@@ -419,6 +563,9 @@ CASES: list[Case] = [
     *TRANSFER_ENCODING,
     *CHUNKED,
     *EXPECT_AND_METHODS,
+    *REQUEST_TARGET,
+    *PATHS,
+    *EARLY,
     *PIPELINING,
 ]
 assert len({case.name for case in CASES}) == len(CASES), "case names must be unique"
@@ -436,6 +583,7 @@ class Outcome:
     closed: bool  # EOF (or reset) seen after the responses
     extra: bytes  # bytes that arrived after the expected responses (should be none)
     probe_status: int | None  # status of a follow-up request on the same connection, if sent
+    elapsed: float  # seconds from the end of the write to the first complete response
 
 
 def read_final(sock: socket.socket, buffer: bytearray, *, head_only: bool = False) -> RawResponse:
@@ -469,17 +617,19 @@ def replay(address: tuple[str, int], case: Case, *, timeout: float = 10.0,
         # A server may answer an oversize head and close before we finish writing.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(case.raw)
+        sent = time.perf_counter()
         buffer = bytearray()
-        responses = []
-        for index in range(len(case.statuses)):
+        responses = [read_final(sock, buffer, head_only=0 in case.head_only)]
+        elapsed = time.perf_counter() - sent
+        for index in range(1, len(case.statuses)):
             responses.append(read_final(sock, buffer, head_only=index in case.head_only))
         says_close = (responses[-1].header("connection") or "").lower() == "close"
         if case.close or says_close:
             closed, extra = wait_closed(sock, buffer, close_wait)
-            return Outcome(responses, closed, extra, None)
+            return Outcome(responses, closed, extra, None, elapsed)
         sock.sendall(PROBE)
         probe = read_final(sock, buffer)
-        return Outcome(responses, False, bytes(buffer), probe.status)
+        return Outcome(responses, False, bytes(buffer), probe.status, elapsed)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Replay the hostile-request corpus (tests/hostile_corpus.py) over real sockets, in every mode.
 
 Each case is sent in one write on a fresh connection. The responses must have the expected
-statuses; where framing is in doubt the server must say `Connection: close` and then close with
-nothing more on the wire; where it is not, a follow-up request on the same connection is served.
+statuses (and named fields, e.g. `Allow`); where framing is in doubt the server must say
+`Connection: close` and then close with nothing more on the wire; where it is not, a follow-up
+request on the same connection is served. A case that stops right after an offending head line
+must be answered at once: well inside half the header timeout, so never by the timeout's 408.
 After every case a well-formed request on a fresh connection must still be answered 200, so one
 bad client never takes the server down with it.
 """
@@ -17,7 +19,12 @@ from tests.hostile_corpus import CASES, Case, healthz_latency, replay
 from tests.support import MODES, ServerProcess, running_server
 
 # Small timeouts: a case the server wrongly waits on fails in seconds instead of hanging.
-SERVER_ARGS = ("--header-timeout", "2", "--body-timeout", "2", "--keepalive-timeout", "5")
+HEADER_TIMEOUT = 2.0
+SERVER_ARGS = ("--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", "2",
+               "--keepalive-timeout", "5")
+# An early refusal is one read and one write; the header timeout fires only at HEADER_TIMEOUT.
+# Half of it leaves room for a loaded machine and still tells the two apart.
+PROMPT = HEADER_TIMEOUT / 2
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -33,6 +40,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
 def test_corpus_is_big_enough() -> None:
     assert len(CASES) >= 100
     assert sum(case.close is True for case in CASES) >= 60
+    assert sum(case.prompt for case in CASES) >= 20
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -44,6 +52,12 @@ def test_hostile_request(server: ServerProcess, case: Case) -> None:
         f"{case.name} ({case.source}): statuses {got}, wanted {wanted}"
     )
     last = outcome.responses[-1]
+    for name, value in case.headers:
+        assert last.header(name) == value, f"{case.name}: {name}: {last.header(name)!r}"
+    if case.prompt:
+        assert outcome.elapsed < PROMPT, (
+            f"{case.name}: answered after {outcome.elapsed:.2f} s, not at the offending line"
+        )
     says_close = (last.header("connection") or "").lower() == "close"
     if case.close is True:
         assert says_close, f"{case.name}: framing in doubt but no 'Connection: close' ({got})"

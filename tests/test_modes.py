@@ -424,7 +424,8 @@ ERRORS = {
     "long-target": (raw_request("GET", "/" + "a" * 9000), 414),
     "huge-head": (raw_request("GET", "/", {f"X-{i}": "v" * 200 for i in range(120)}), 431),
     "big-body": (raw_request("POST", "/calculate", {"Content-Length": str(2 << 20)}), 413),
-    "gzip-coding": (raw_request("POST", "/calculate", {"Transfer-Encoding": "gzip"}), 501),
+    "gzip-coding": (raw_request("POST", "/calculate", {"Transfer-Encoding": "gzip, chunked"}), 501),
+    "chunked-not-last": (raw_request("POST", "/calculate", {"Transfer-Encoding": "gzip"}), 400),
     "eof-mid-head": (b"GET / HTTP/1.1\r\nHost: x\r\n", 400),
 }
 

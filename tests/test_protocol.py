@@ -15,11 +15,11 @@ from app.protocol import (
     ChunkedDecoder,
     Connection,
     ExpectContinue,
+    HeadScanner,
     Phase,
     ProtocolError,
     Request,
     Response,
-    check_partial_head,
     error_response,
     http_date,
     parse_head,
@@ -216,10 +216,17 @@ BAD: list[tuple[str, bytes, int]] = [
         400,
     ),
     ("CL too big", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1048577\r\n\r\n", 413),
-    ("TE gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", 501),
+    # RFC 9112 6.3: chunked not the final coding (here: absent) is 400; 6.1: an unknown coding
+    # before a final chunked is 501.
+    ("TE gzip", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n", 400),
     (
         "TE chunked, gzip",
         b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+    ),
+    (
+        "TE deflate, chunked",
+        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: deflate, chunked\r\n\r\n0\r\n\r\n",
         501,
     ),
     (
@@ -227,7 +234,7 @@ BAD: list[tuple[str, bytes, int]] = [
         b"POST / HTTP/1.1\r\n"
         + H
         + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        501,
+        400,
     ),
     (
         "TE + CL",
@@ -552,12 +559,20 @@ def test_parse_head_directly() -> None:
         parse_head(b"POST /x HTTP/1.1\r\n" + H)
 
 
-def test_check_partial_head_resumes() -> None:
+def test_head_scanner_resumes_and_finishes() -> None:
     data = b"GET / HTTP/1.1\r\nHost: x\r\nA: b"
-    pos, lines = check_partial_head(data)
-    assert (pos, lines) == (len(data), 2)
-    with pytest.raises(ProtocolError):
-        check_partial_head(data + b"\nX", pos, lines)
+    scanner = HeadScanner()
+    scanner.check(data)
+    scanner.check(data + b"\r")  # a CR as the last byte waits for the next one
+    head = scanner.finish(data + b"\r\n\r\n")
+    assert head == parse_head(data + b"\r\n\r\n")
+    assert head.headers == (("host", "x"), ("a", "b"))
+    with pytest.raises(ProtocolError, match="bare LF"):
+        HeadScanner().check(data + b"\nX")
+    bad = HeadScanner()
+    bad.check(data + b"\r")
+    with pytest.raises(ProtocolError, match="bare CR"):
+        bad.check(data + b"\rX")
 
 
 def test_chunked_decoder_incremental_and_unused() -> None:

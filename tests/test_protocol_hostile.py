@@ -118,17 +118,17 @@ CASES: list[tuple[str, bytes, int]] = [
         400,
     ),
     # --- Transfer-Encoding ---
-    ("issue 3: TE chunked, gzip", POST + b"Transfer-Encoding: chunked, gzip\r\n\r\n", 501),
+    ("issue 3: TE chunked, gzip", POST + b"Transfer-Encoding: chunked, gzip\r\n\r\n", 400),
     ("TE gzip, chunked", POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501),
-    ("TE identity", POST + b"Transfer-Encoding: identity\r\n\r\n", 501),
-    ("TE chunked twice in one field", POST + b"Transfer-Encoding: chunked, chunked\r\n\r\n", 501),
+    ("TE identity", POST + b"Transfer-Encoding: identity\r\n\r\n", 400),
+    ("TE chunked twice in one field", POST + b"Transfer-Encoding: chunked, chunked\r\n\r\n", 400),
     (
         "TE two fields",
         POST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        501,
+        400,
     ),
-    ("TE chunkedx", POST + b"Transfer-Encoding: chunkedx\r\n\r\n", 501),
-    ("TE empty", POST + b"Transfer-Encoding:\r\n\r\n", 501),
+    ("TE chunkedx", POST + b"Transfer-Encoding: chunkedx\r\n\r\n", 400),
+    ("TE empty", POST + b"Transfer-Encoding:\r\n\r\n", 400),
     (
         "gunicorn chunked_whitespace: VT before chunked",
         POST + b"Transfer-Encoding: identity, \x0bchunked\r\n\r\n",
