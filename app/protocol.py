@@ -145,6 +145,7 @@ _FAST_REQUEST_LINE = re.compile(
 )
 _FAST_FIELD_LINE = re.compile((rb"^" + _FIELD_LINE + rb"\r\n").decode("latin-1"), re.MULTILINE)
 _ORIGIN_FORM = re.compile(_ORIGIN.decode("latin-1"))
+_PCT_ENCODED_FORM = re.compile(_PCT_ENCODED.decode("latin-1"))
 # RFC 9112 3.2.2: absolute-form = absolute-URI, limited to the http(s) schemes we serve. No
 # userinfo in the authority (RFC 9110 4.2.4); path-abempty [ "?" query ] as in origin-form.
 _ABSOLUTE_FORM = re.compile(
@@ -512,8 +513,7 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
         raise ProtocolError("CONNECT is not supported: this is an origin server, not a proxy", 501)
     if target[0] == "/":
         if _ORIGIN_FORM.fullmatch(target) is None:
-            raise ProtocolError("invalid request-target (RFC 3986: a character that must be "
-                                "percent-encoded, or a malformed %-escape)")
+            raise ProtocolError(_target_problem(target))
         path, _, query = target.partition("?")
         return path, query
     if target == "*":
@@ -525,6 +525,30 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
         raise ProtocolError("request target must be origin-form or absolute-form")
     path, _, query = (m.group(2) or "").partition("?")
     return path or "/", query
+
+
+_TARGET_CHAR = re.compile((rb"[" + _PLAIN + rb":@/?]").decode("latin-1"))
+
+
+def _target_problem(target: str) -> str:
+    """Why an origin-form target is refused, naming the first offending character (the error
+    path only: a client that typed `?expr=2^10` learns to send `%5E`)."""
+    i = 0
+    while i < len(target):
+        char = target[i]
+        if char == "%":
+            if _PCT_ENCODED_FORM.match(target, i) is None:
+                return (f"invalid request-target: malformed %-escape at {i} "
+                        "(RFC 3986: % must be followed by two hex digits)")
+            i += 3
+            continue
+        if _TARGET_CHAR.match(char) is None:
+            what = repr(char) if char.isprintable() and ord(char) < 0x80 else (
+                f"byte 0x{ord(char):02x}")
+            return (f"invalid request-target: {what} at {i} must be percent-encoded as "
+                    f"%{ord(char):02X} (RFC 3986)")
+        i += 1
+    return "invalid request-target (RFC 3986)"  # pragma: no cover - the grammar matched
 
 
 # Fields whose names change how a request is framed or answered; the rest pass through.

@@ -231,3 +231,16 @@ def test_bare_lf_then_cr_is_one_error_however_fed() -> None:
     whole, split = refusal(b"\n\r\x00", eof=True), refusal(b"\n\r\x00", eof=True, step=1)
     assert whole is not None and split is not None and whole.message == split.message
     assert "bare LF" in whole.message
+
+
+@pytest.mark.parametrize(("target", "says"), [
+    ("/calculate?expr=2^10", "'^' at 17 must be percent-encoded as %5E"),
+    ('/a"b', "'\"' at 2 must be percent-encoded as %22"),
+    ("/a%zz", "malformed %-escape at 2"),
+])
+def test_a_refused_target_names_the_character_and_its_escape(target: str, says: str) -> None:
+    conn = Connection()
+    conn.receive_data(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    with pytest.raises(ProtocolError) as refused:
+        conn.next_event()
+    assert refused.value.status == 400 and says in str(refused.value)
