@@ -1,0 +1,494 @@
+"""The operators: ``+ - * / // % ^ !``, unary minus and the degree sign ``°``.
+
+Each takes values (see `app.calculator.numbers`) and the evaluation's `Ledger`, and returns a
+value or raises `Fault`.
+
+Strategy: exact in, exact out, as long as the result is rational and within MAX_EXACT_BITS;
+the size of an exact result is estimated, and its cost charged, before GMP computes it. Anything
+else is an approximation: one MPFR/MPC operation, correctly rounded at PRECISION_BITS (more for
+the steps whose error is amplified), then checked against the magnitude cap. A value beyond
+MPFR's exponent range is a `Huge`, on which products, quotients, powers and sums work through
+(mantissa, exponent) parts and logarithms.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import gmpy2
+from gmpy2 import mpc, mpfr, mpq, mpz
+
+from app.calculator.cost import (
+    Ledger,
+    division_units,
+    linear_units,
+    multiply_units,
+    transcendental_units,
+)
+from app.calculator.errors import CalcDomainError, DivisionByZero, Fault, LimitError
+from app.calculator.numbers import (
+    CAP_LOG2,
+    MAX_DECIMAL_EXPONENT,
+    MAX_EXACT_BITS,
+    MPFR_SAFE_EXP,
+    PI,
+    PRECISION_BITS,
+    SNAP_BITS,
+    WIDE,
+    WORK,
+    ZERO,
+    Degrees,
+    Exact,
+    Huge,
+    Value,
+    complex_mag,
+    context_for,
+    exact_bits,
+    exact_mag2,
+    fit,
+    from_log2,
+    from_parts,
+    is_exact,
+    log2_estimate,
+    mag2,
+    out_of_range,
+    parts,
+    ratio,
+    sign,
+    snap,
+    tidy_complex,
+    to_mpc,
+    to_mpfr,
+)
+
+__all__ = [
+    "BINARY",
+    "MAX_EXACT_FACTORIAL",
+    "add",
+    "compare",
+    "degrees",
+    "divide",
+    "exact_result",
+    "exact_root",
+    "factorial",
+    "floor_divide",
+    "floor_value",
+    "int_power",
+    "log2_abs",
+    "modulo",
+    "multiply",
+    "near_int",
+    "negate",
+    "power",
+    "subtract",
+]
+
+# n! below 2**MAX_EXACT_BITS (100,000 digits) up to 25205!; 25000! costs ~0.8 ms in GMP.
+MAX_EXACT_FACTORIAL: Final = 25_205
+# Roots are looked for exactly up to this index: (x)^(p/q) with q above it is approximated.
+MAX_EXACT_ROOT: Final = 64
+
+
+def exact_result(v: Exact, led: Ledger) -> Value:
+    """Keep an exact result if it is within MAX_EXACT_BITS, else approximate it."""
+    if type(v) is mpq and v.denominator == 1:
+        v = v.numerator
+    bits = exact_bits(v)
+    if bits <= MAX_EXACT_BITS:
+        return v
+    led.charge(linear_units(bits))
+    return fit(to_mpfr(v))
+
+
+def _exact_cost(a: Exact, b: Exact, led: Ledger, product: bool) -> None:
+    if type(a) is mpz and type(b) is mpz:
+        if product:
+            led.charge(multiply_units(a.bit_length() + b.bit_length()))
+        else:
+            led.charge(linear_units(max(a.bit_length(), b.bit_length())))
+    else:
+        led.charge(division_units(max(exact_bits(a), exact_bits(b))))
+
+
+def _real(v: Value) -> Value:
+    """A degree angle used as a plain number: its value in radians."""
+    return to_mpfr(v) if type(v) is Degrees else v
+
+
+def negate(v: Value) -> Value:
+    t = type(v)
+    if t is mpz or t is mpq:
+        return -v  # type: ignore[operator]
+    if t is Degrees:
+        return Degrees(-v.deg)  # type: ignore[union-attr]
+    if t is Huge:
+        return Huge(WORK.minus(v.mant), v.exp)  # type: ignore[union-attr]
+    return WORK.minus(v)  # type: ignore[arg-type]
+
+
+def add(a: Value, b: Value, led: Ledger) -> Value:
+    if is_exact(a) and is_exact(b):
+        _exact_cost(a, b, led, False)  # type: ignore[arg-type]
+        return exact_result(a + b, led)  # type: ignore[operator]
+    if type(a) is Degrees and type(b) is Degrees:
+        return Degrees(a.deg + b.deg)
+    a, b = _real(a), _real(b)
+    if type(a) is mpc or type(b) is mpc:
+        x, y = to_mpc(a), to_mpc(b)
+        ref = max((complex_mag(z) for z in (x, y) if z != 0), default=0)
+        return tidy_complex(WORK.add(x, y), ref)
+    if type(a) is Huge or type(b) is Huge:
+        return _add_parts(a, b)
+    if sign(a) == 0:
+        return b if type(b) is mpfr else to_mpfr(b)
+    if sign(b) == 0:
+        return a if type(a) is mpfr else to_mpfr(a)
+    r = WORK.add(a, b)
+    ref = max(_mag(a), _mag(b))
+    return fit(snap(r, ref))
+
+
+def _mag(v: Value) -> int:
+    return mag2(v) if type(v) is mpfr else exact_mag2(v)  # type: ignore[arg-type]
+
+
+def _add_parts(a: Value, b: Value) -> Value:
+    (ma, ea), (mb, eb) = parts(a), parts(b)
+    if mb.is_zero() or (not ma.is_zero() and ea - eb > PRECISION_BITS + 10):
+        return from_parts(ma, ea)
+    if ma.is_zero() or eb - ea > PRECISION_BITS + 10:
+        return from_parts(mb, eb)
+    if ea < eb:
+        (ma, ea), (mb, eb) = (mb, eb), (ma, ea)
+    total = WORK.add(ma, WORK.mul_2exp(mb, eb - ea))
+    return from_parts(snap(total, 1), ea)
+
+
+def subtract(a: Value, b: Value, led: Ledger) -> Value:
+    return add(a, negate(b), led)
+
+
+def multiply(a: Value, b: Value, led: Ledger) -> Value:
+    if is_exact(a) and is_exact(b):
+        _exact_cost(a, b, led, True)  # type: ignore[arg-type]
+        return exact_result(a * b, led)  # type: ignore[operator]
+    if type(a) is Degrees and is_exact(b):
+        return Degrees(a.deg * b)  # type: ignore[operator]
+    if type(b) is Degrees and is_exact(a):
+        return Degrees(b.deg * a)  # type: ignore[operator]
+    a, b = _real(a), _real(b)
+    if type(a) is mpc or type(b) is mpc:
+        return tidy_complex(WORK.mul(to_mpc(a), to_mpc(b)))
+    if type(a) is Huge or type(b) is Huge:
+        (ma, ea), (mb, eb) = parts(a), parts(b)
+        return from_parts(WORK.mul(ma, mb), ea + eb)
+    return fit(WORK.mul(a, b))
+
+
+def divide(a: Value, b: Value, led: Ledger) -> Value:
+    if _is_zero(b):
+        raise Fault(DivisionByZero, "division by zero")
+    if is_exact(a) and is_exact(b):
+        led.charge(division_units(max(exact_bits(a), exact_bits(b))))  # type: ignore[arg-type]
+        return exact_result(ratio(a, b), led)  # type: ignore[arg-type]
+    if type(a) is Degrees and is_exact(b):
+        return Degrees(ratio(a.deg, b))  # type: ignore[arg-type]
+    if type(a) is Degrees and type(b) is Degrees:
+        return exact_result(ratio(a.deg, b.deg), led)
+    a, b = _real(a), _real(b)
+    if type(a) is mpc or type(b) is mpc:
+        return tidy_complex(WORK.div(to_mpc(a), to_mpc(b)))
+    if type(a) is Huge or type(b) is Huge:
+        (ma, ea), (mb, eb) = parts(a), parts(b)
+        return from_parts(WORK.div(ma, mb), ea - eb)
+    return fit(WORK.div(a, b))
+
+
+def _is_zero(v: Value) -> bool:
+    if type(v) is mpc:
+        return bool(v == 0)
+    return sign(v) == 0
+
+
+def _real_only(v: Value, what: str) -> None:
+    if type(v) is mpc:
+        raise Fault(CalcDomainError, f"{what} is not defined for complex numbers")
+
+
+def floor_divide(a: Value, b: Value, led: Ledger) -> Value:
+    _real_only(a, "//")
+    _real_only(b, "//")
+    if _is_zero(b):
+        raise Fault(DivisionByZero, "division by zero")
+    if is_exact(a) and is_exact(b):
+        led.charge(division_units(max(exact_bits(a), exact_bits(b))))  # type: ignore[arg-type]
+        return exact_result(a // b, led)  # type: ignore[operator]
+    return floor_value(divide(a, b, led), "//")
+
+
+def modulo(a: Value, b: Value, led: Ledger) -> Value:
+    _real_only(a, "%")
+    _real_only(b, "%")
+    if _is_zero(b):
+        raise Fault(DivisionByZero, "modulo by zero")
+    if is_exact(a) and is_exact(b):
+        led.charge(division_units(max(exact_bits(a), exact_bits(b))))  # type: ignore[arg-type]
+        return exact_result(a % b, led)  # type: ignore[operator]
+    q = floor_value(divide(a, b, led), "%")
+    return subtract(a, multiply(q, b, led), led)
+
+
+BINARY: Final = {
+    "+": add,
+    "-": subtract,
+    "*": multiply,
+    "/": divide,
+    "//": floor_divide,
+    "%": modulo,
+}
+
+
+def near_int(v: Value, what: str) -> mpz | None:
+    """The integer an approximation is (within rounding noise), None if clearly not one.
+
+    Raises LimitError when the value is too large for its integer part to be known.
+    """
+    if type(v) is Huge:
+        if v.exp > 0:
+            raise Fault(
+                LimitError,
+                f"{what} of an approximate value this large is not known exactly "
+                "(its integer digits are beyond the working precision)",
+            )
+        return mpz(0)
+    x = to_mpfr(v)
+    if x.is_zero():
+        return mpz(0)
+    if mag2(x) > PRECISION_BITS - 40:
+        raise Fault(
+            LimitError,
+            f"{what} of an approximate value this large is not known exactly "
+            "(its integer digits are beyond the working precision)",
+        )
+    n = mpz(WORK.rint_round(x))
+    diff = WORK.sub(x, n)
+    if diff.is_zero() or mag2(diff) < max(mag2(x), 0) - SNAP_BITS:
+        return n
+    return None
+
+
+def floor_value(v: Value, what: str) -> Value:
+    """floor() of a real value; for approximations the integer part must be knowable."""
+    if type(v) is mpz:
+        return v
+    if type(v) is mpq:
+        return v.numerator // v.denominator
+    _real_only(v, what)
+    n = near_int(v, what)
+    if n is not None:
+        return n
+    return mpz(WORK.rint_floor(to_mpfr(v)))
+
+
+def compare(a: Value, b: Value) -> int:
+    """-1, 0 or 1 as a <, =, > b, for real values."""
+    _real_only(a, "comparison")
+    _real_only(b, "comparison")
+    if type(a) is Degrees and type(b) is Degrees:
+        a, b = a.deg, b.deg
+    a, b = _real(a), _real(b)
+    if type(a) is Huge or type(b) is Huge:
+        sa, sb = sign(a), sign(b)
+        if sa != sb:
+            return -1 if sa < sb else 1
+        (ma, ea), (mb, eb) = parts(a), parts(b)
+        if ea != eb:
+            return (1 if ea > eb else -1) * sa
+        return (ma > mb) - (ma < mb)
+    return int((a > b) - (a < b))  # type: ignore[operator]
+
+
+def degrees(v: Value, led: Ledger) -> Value:
+    """The postfix degree sign: ``x°`` is x * pi / 180, kept exact for exact x."""
+    if is_exact(v):
+        return Degrees(v)  # type: ignore[arg-type]
+    return divide(multiply(_real(v), PI, led), mpz(180), led)
+
+
+# --------------------------------------------------------------------------------------------
+# Powers
+
+
+def power(a: Value, b: Value, led: Ledger) -> Value:
+    a, b = _real(a), _real(b)
+    if type(a) is mpc or type(b) is mpc:
+        return _complex_power(to_mpc(a), b, led)
+    sa, sb = sign(a), sign(b)
+    if sb == 0:
+        return mpz(1)  # 0^0 = 1, as in Python, IEEE 754 pow() and most calculators
+    if sa == 0:
+        if sb < 0:
+            raise Fault(DivisionByZero, "0 to a negative power is a division by zero")
+        return mpz(0)
+    if type(b) is mpz:
+        return int_power(a, b, led)
+    if type(b) is mpq:
+        # Rational exponent p/q: exact when the q-th root is rational ((9/4)^(1/2), 8^(2/3)).
+        p, q = b.numerator, b.denominator
+        if sa < 0 and q % 2 == 0:
+            return _complex_power(to_mpc(a), b, led)
+        if is_exact(a):
+            root = exact_root(a, int(q) if q <= MAX_EXACT_ROOT else 0, led)  # type: ignore[arg-type]
+            if root is not None:
+                return int_power(root, p, led)
+        if sa < 0:  # odd root of a negative number: real, the sign follows p
+            magnitude = power(negate(a), b, led)
+            return negate(magnitude) if p % 2 else magnitude
+    elif sa < 0:
+        return _complex_power(to_mpc(a), b, led)
+    return _positive_power(a, b, led, False)
+
+
+def _positive_power(a: Value, b: Value, led: Ledger, negative: bool) -> Value:
+    """±|a|^b for a real exponent b, as 2^(b log2|a|) with the range decided first."""
+    estimate = _log2_product(a, b, 64)
+    if abs(estimate) > CAP_LOG2:
+        raise Fault(LimitError, out_of_range(estimate > 0))
+    wp = PRECISION_BITS + 10 + max(0, int(abs(estimate))).bit_length()
+    led.charge(2 * transcendental_units(wp))
+    if abs(estimate) < MPFR_SAFE_EXP - 2 and type(a) is not Huge and type(b) is not Huge:
+        ctx = context_for(wp)
+        r = mpfr(ctx.pow(to_mpfr(a, wp), b if is_exact(b) else to_mpfr(b, wp)), PRECISION_BITS)
+        if _near_one(a):  # exact a within 2^-wp of 1: MPFR saw 1; use the logarithm instead
+            r = to_mpfr(from_log2(_log2_product(a, b, wp)))
+        return fit(WORK.minus(r) if negative else r)
+    return from_log2(_log2_product(a, b, wp), negative)
+
+
+def _near_one(a: Value) -> bool:
+    if not is_exact(a):
+        return False
+    d = abs(a) - 1  # type: ignore[operator]
+    return d != 0 and exact_mag2(d) < -PRECISION_BITS
+
+
+def _log2_product(a: Value, b: Value, bits: int) -> mpfr:
+    """b * log2|a| at ``bits`` of precision (log2 computed without cancellation near 1)."""
+    ctx = context_for(bits)
+    factor = b.mant if type(b) is Huge else b
+    product = ctx.mul(log2_abs(a, bits), factor)
+    if type(b) is Huge:
+        return ctx.mul_2exp(product, b.exp) if b.exp < 0 else _cap_log2(product, b.exp)
+    return product  # type: ignore[no-any-return]
+
+
+def _cap_log2(x: mpfr, exp: int) -> mpfr:
+    if x.is_zero():
+        return x
+    raise Fault(LimitError, out_of_range(x > 0))
+
+
+def log2_abs(v: Value, bits: int) -> mpfr:
+    """log2|v| for a nonzero real value, accurate to ``bits`` bits even when v is an exact
+    rational extremely close to 1 (where rounding v first would lose the difference)."""
+    ctx = context_for(bits + 10)
+    if type(v) is Huge:
+        return mpfr(ctx.add(ctx.log2(WORK.abs(v.mant)), v.exp), bits)
+    if is_exact(v):
+        d = abs(v) - 1  # type: ignore[operator]
+        if d == 0:
+            return mpfr(0, bits)
+        if -1 < d < 1:  # log1p keeps the digits of d that rounding 1 + d would drop
+            return mpfr(ctx.div(ctx.log1p(mpfr(d, bits + 10)), ctx.const_log2()), bits)
+        return mpfr(ctx.log2(mpfr(abs(v), bits + 10)), bits)  # type: ignore[arg-type]
+    return mpfr(ctx.log2(ctx.abs(to_mpfr(v))), bits)
+
+
+def int_power(a: Value, n: mpz, led: Ledger) -> Value:
+    if is_exact(a):
+        if a == 1:
+            return mpz(1)
+        if a == -1:
+            return mpz(1) if n % 2 == 0 else mpz(-1)
+        if n < 0:
+            a, n = ratio(mpz(1), a), -n  # type: ignore[arg-type]
+        if n.bit_length() <= 64:
+            estimate = n * log2_estimate(a) if type(a) is mpz else float(n * exact_bits(a))  # type: ignore[arg-type]
+            if estimate <= MAX_EXACT_BITS + 1:
+                led.charge(multiply_units(int(estimate)))
+                return exact_result(a**n, led)  # type: ignore[operator]
+    negative = sign(a) < 0 and n % 2 == 1
+    if type(a) is mpfr and n.bit_length() <= 64 and abs(n * mag2(a)) < MPFR_SAFE_EXP - 2:
+        wp = PRECISION_BITS + 10 + n.bit_length()
+        led.charge(transcendental_units(wp))
+        return fit(mpfr(context_for(wp).pow(a, n), PRECISION_BITS))
+    return _positive_power(a, n, led, negative)
+
+
+def _complex_power(z: mpc, b: Value, led: Ledger) -> Value:
+    if z == 0:
+        if type(b) is mpc or sign(b) <= 0:
+            raise Fault(DivisionByZero, "0 to a negative or complex power is a division by zero")
+        return mpz(0)
+    if type(b) is Huge:
+        raise Fault(LimitError, out_of_range(b.exp > 0))
+    led.charge(2 * transcendental_units(PRECISION_BITS))
+    exponent = b if type(b) is mpc or type(b) is mpz else to_mpfr(b, PRECISION_BITS + 10)
+    if type(b) is not mpz and abs(log2_estimate(WORK.abs(z))) * _abs_float(b) > 1e6:
+        raise Fault(LimitError, "complex results this large or this small are not supported")
+    return tidy_complex(WIDE.pow(z, exponent), None)
+
+
+def _abs_float(v: Value) -> float:
+    return float(WORK.abs(v)) if type(v) is mpc else abs(float(to_mpfr(v)))  # type: ignore[arg-type]
+
+
+def exact_root(v: Exact, k: int, led: Ledger) -> Exact | None:
+    """v^(1/k) when it is rational (v >= 0, or k odd), else None; k = 0 means "do not try"."""
+    if k < 2:
+        return None
+    num, den = (v, mpz(1)) if type(v) is mpz else (v.numerator, v.denominator)  # type: ignore[union-attr]
+    if num < 0 and k % 2 == 0:
+        return None
+    led.charge(division_units(exact_bits(v)))
+    rn, exact_n = gmpy2.iroot(abs(num), k)
+    if not exact_n:
+        return None
+    rd, exact_d = gmpy2.iroot(den, k)
+    if not exact_d:
+        return None
+    return ratio(-rn if num < 0 else rn, rd)
+
+
+# --------------------------------------------------------------------------------------------
+# Factorial
+
+
+def factorial(v: Value, led: Ledger) -> Value:
+    v = _real(v)
+    if type(v) is mpz:
+        n: mpz | None = v
+    elif type(v) is mpfr or type(v) is Huge:
+        n = near_int(v, "factorial")
+    else:
+        n = None
+    if n is None or n < 0:
+        raise Fault(CalcDomainError, "factorial is only defined for non-negative integers")
+    if n <= MAX_EXACT_FACTORIAL:
+        if n > 500:
+            led.charge(multiply_units(int(log2_estimate(n) * n)))
+        return gmpy2.fac(n)
+    # log10(n!) ~ n log10(n/e): refuse before computing when that is beyond the cap.
+    if n.bit_length() > 60 or n * (log2_estimate(n) * 0.30103 - 0.4343) > MAX_DECIMAL_EXPONENT:
+        raise Fault(LimitError, f"factorial is too large (beyond 10^(10^{_cap_digits()}))")
+    wp = PRECISION_BITS + 10 + n.bit_length() + 6
+    led.charge(8 * transcendental_units(wp))
+    ctx = context_for(wp)
+    log2_fact = ctx.div(ctx.lngamma(n + 1), ctx.const_log2())
+    return from_log2(log2_fact)
+
+
+def _cap_digits() -> int:
+    return len(str(MAX_DECIMAL_EXPONENT)) - 1
+
+

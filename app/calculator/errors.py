@@ -1,0 +1,120 @@
+"""What evaluation hands back: a `Result`, a `CalcError` of one of five kinds, or `OverBudget`.
+
+`CalcError` carries a message and the span of characters to underline (`position`, `length`).
+`Fault` is the internal form raised deep in the arithmetic, where no position is known yet: the
+syntax-tree node that called the arithmetic turns it into a positioned `CalcError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CalcDomainError",
+    "CalcError",
+    "CalcSyntaxError",
+    "DivisionByZero",
+    "Fault",
+    "LimitError",
+    "OverBudget",
+    "Result",
+    "UnknownNameError",
+]
+
+
+class CalcError(Exception):
+    """An expression that cannot be evaluated.
+
+    ``position`` is a 0-based index into the original text (``len(text)`` for "unexpected end")
+    and ``length`` (>= 1) the number of characters to underline.
+    """
+
+    kind: str = "error"
+
+    def __init__(self, message: str, position: int = 0, length: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+        self.length = max(1, length)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "position": self.position,
+            "length": self.length,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, {self.position}, {self.length})"
+
+
+class CalcSyntaxError(CalcError):
+    kind = "syntax"
+
+
+class UnknownNameError(CalcError):
+    kind = "unknown_name"
+
+
+class CalcDomainError(CalcError):
+    kind = "domain"
+
+
+class DivisionByZero(CalcError):
+    kind = "division_by_zero"
+
+
+class LimitError(CalcError):
+    kind = "limit"
+
+
+class OverBudget(Exception):  # noqa: N818 - the name is the API other modules import
+    """The expression needs more work than the caller's ``budget`` allows.
+
+    Not a `CalcError`: the expression may be perfectly fine; it only costs more than the caller
+    is willing to spend where it is (a server's serving thread), so the caller evaluates it
+    again elsewhere without a budget (a worker process). ``spent`` is the estimate, in work
+    units, at the moment it passed ``budget``.
+    """
+
+    def __init__(self, spent: int, budget: int) -> None:
+        super().__init__(f"needs more than {budget} work units (estimate so far: {spent})")
+        self.spent = spent
+        self.budget = budget
+
+
+class Fault(Exception):
+    """Raised by the arithmetic; the syntax-tree node that called it adds the position.
+
+    ``arg`` is, for a function call, the index of the argument to blame.
+    """
+
+    def __init__(self, cls: type[CalcError], message: str, arg: int | None = None) -> None:
+        super().__init__(message)
+        self.cls = cls
+        self.message = message
+        self.arg = arg
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The value of an expression.
+
+    ``display`` is the human string (``"0.3333…"``, ``"2i"``, ``"1+2i"``); ``exact`` is True when
+    the value is an exact rational (``1/3`` is exact even though its display is rounded);
+    ``fraction`` is ``"p/q"`` for exact non-integers and ``None`` otherwise.
+    """
+
+    expr: str
+    display: str
+    exact: bool
+    fraction: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "expr": self.expr,
+            "result": self.display,
+            "exact": self.exact,
+            "fraction": self.fraction,
+        }
