@@ -46,6 +46,7 @@ from typing import Final
 
 from app.calculator.cost import INLINE_BUDGET, INLINE_MAX_LENGTH, WORK_BUDGET, Ledger
 from app.calculator.display import make_result
+from app.calculator.evaluator import Evaluator
 from app.calculator.errors import (
     CalcDomainError,
     CalcError,
@@ -66,7 +67,7 @@ from app.calculator.numbers import (
 )
 from app.calculator.parser import MAX_DEPTH, Parser
 from app.calculator.tokens import tokenize
-from app.calculator.tree import Node, Scope, unparse
+from app.calculator.tree import Node, TreeBuilder, unparse
 
 __all__ = [
     "CONSTANTS",
@@ -115,12 +116,11 @@ def _tokens(text: str, budget: int | None) -> list[str]:
 
 def parse(text: str) -> Node:
     """Parse ``text`` into a syntax tree (see ``unparse``); raises CalcError."""
-    ledger = Ledger(None)
     toks = _tokens(text, None)
-    try:
-        return Parser(text, toks, ledger).parse()
-    except Fault as fault:  # pragma: no cover - the parser positions its own faults
-        raise fault.cls(fault.message, 0, len(text)) from None
+    builder = TreeBuilder(Ledger(None))
+    parser = Parser(text, toks, builder)
+    builder.locate = parser.locate
+    return parser.parse()
 
 
 def evaluate(text: str, *, budget: int | None = None) -> Result:
@@ -128,19 +128,19 @@ def evaluate(text: str, *, budget: int | None = None) -> Result:
 
     With ``budget`` (work units, ~1 µs each; see ``INLINE_BUDGET``) it raises ``OverBudget``
     as soon as the estimated work passes it, and otherwise returns exactly what it returns
-    without one. The expression is not evaluated any further once it has raised.
+    without one.
     """
     toks = _tokens(text, budget)
     ledger = Ledger(budget)
-    parser = Parser(text, toks, ledger)
-    scope = Scope(ledger, parser.locate)
     try:
         ledger.charge_tokens(len(toks))
     except Fault as fault:
         raise LimitError(fault.message, 0, max(1, len(text))) from None
-    node = parser.parse()
-    value = node.evaluate(scope)
+    evaluator = Evaluator(ledger)
+    parser = Parser(text, toks, evaluator)
+    evaluator.locate = parser.locate
+    value = evaluator.result(parser.parse())
     try:
         return make_result(text, value, ledger)
     except Fault as fault:
-        raise scope.error(fault, node) from None
+        raise LimitError(fault.message, 0, max(1, len(text))) from None

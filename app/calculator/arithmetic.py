@@ -19,6 +19,7 @@ import gmpy2
 from gmpy2 import mpc, mpfr, mpq, mpz
 
 from app.calculator.cost import (
+    SMALL_BITS,
     Ledger,
     division_units,
     linear_units,
@@ -74,6 +75,7 @@ __all__ = [
     "floor_divide",
     "floor_value",
     "int_power",
+    "ln_abs",
     "log2_abs",
     "modulo",
     "multiply",
@@ -100,14 +102,12 @@ def exact_result(v: Exact, led: Ledger) -> Value:
     return fit(to_mpfr(v))
 
 
-def _exact_cost(a: Exact, b: Exact, led: Ledger, product: bool) -> None:
-    if type(a) is mpz and type(b) is mpz:
-        if product:
-            led.charge(multiply_units(a.bit_length() + b.bit_length()))
-        else:
-            led.charge(linear_units(max(a.bit_length(), b.bit_length())))
-    else:
-        led.charge(division_units(max(exact_bits(a), exact_bits(b))))
+def _rational_bits(a: Value, b: Value) -> int:
+    """The larger size of two exact operands, or -1 when either is not exact."""
+    ta, tb = type(a), type(b)
+    if (ta is mpz or ta is mpq) and (tb is mpz or tb is mpq):
+        return max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+    return -1
 
 
 def _real(v: Value) -> Value:
@@ -126,12 +126,50 @@ def negate(v: Value) -> Value:
     return WORK.minus(v)  # type: ignore[arg-type]
 
 
+# Strategy for the four operations: the commonest operand types are tested first (small
+# integers, then rationals, then plain reals), so that the everyday case costs a few type
+# checks; degree angles, complex values and Huge values take the general path after them.
+_RATIONAL: Final = frozenset({mpz, mpq})
+_PLAIN: Final = frozenset({mpz, mpq, mpfr})
+_get_exp: Final = gmpy2.get_exp
+
+
+def _mag(v: mpz | mpq | mpfr) -> int:
+    """About log2|v| for a nonzero plain real (within 1)."""
+    if type(v) is mpfr:
+        return int(_get_exp(v))
+    return exact_mag2(v)
+
+
+def _settled(r: mpfr) -> Value:
+    """An mpfr result, or the Huge it is when its exponent has left MPFR's safe range."""
+    if -MPFR_SAFE_EXP < _get_exp(r) < MPFR_SAFE_EXP:
+        return r
+    return fit(r)
+
+
 def add(a: Value, b: Value, led: Ledger) -> Value:
-    if is_exact(a) and is_exact(b):
-        _exact_cost(a, b, led, False)  # type: ignore[arg-type]
+    ta, tb = type(a), type(b)
+    if ta is mpz and tb is mpz:
+        bits = max(a.bit_length(), b.bit_length())  # type: ignore[union-attr]
+        if bits <= SMALL_BITS:
+            return a + b  # type: ignore[operator]  (nothing to charge, nothing outgrows a bound)
+        led.charge(linear_units(bits))
         return exact_result(a + b, led)  # type: ignore[operator]
-    if type(a) is Degrees and type(b) is Degrees:
-        return Degrees(a.deg + b.deg)
+    if ta in _RATIONAL and tb in _RATIONAL:
+        bits = max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+        if bits > SMALL_BITS:
+            led.charge(division_units(bits))  # gcd normalisation
+        return exact_result(a + b, led)  # type: ignore[operator]
+    if ta in _PLAIN and tb in _PLAIN:
+        r = WORK.add(a, b)
+        if a == 0 or b == 0 or r == 0:
+            return r
+        if _get_exp(r) < max(_mag(a), _mag(b)) - SNAP_BITS:  # type: ignore[arg-type]
+            return ZERO  # cancellation noise: sqrt(2)^2 - 2
+        return _settled(r)
+    if ta is Degrees and tb is Degrees:
+        return Degrees(a.deg + b.deg)  # type: ignore[union-attr]
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         x, y = to_mpc(a), to_mpc(b)
@@ -139,17 +177,7 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
         return tidy_complex(WORK.add(x, y), ref)
     if type(a) is Huge or type(b) is Huge:
         return _add_parts(a, b)
-    if sign(a) == 0:
-        return b if type(b) is mpfr else to_mpfr(b)
-    if sign(b) == 0:
-        return a if type(a) is mpfr else to_mpfr(a)
-    r = WORK.add(a, b)
-    ref = max(_mag(a), _mag(b))
-    return fit(snap(r, ref))
-
-
-def _mag(v: Value) -> int:
-    return mag2(v) if type(v) is mpfr else exact_mag2(v)  # type: ignore[arg-type]
+    return add(a, b, led)
 
 
 def _add_parts(a: Value, b: Value) -> Value:
@@ -165,49 +193,68 @@ def _add_parts(a: Value, b: Value) -> Value:
 
 
 def subtract(a: Value, b: Value, led: Ledger) -> Value:
+    if type(a) is mpz and type(b) is mpz and max(a.bit_length(), b.bit_length()) <= SMALL_BITS:
+        return a - b
     return add(a, negate(b), led)
 
 
 def multiply(a: Value, b: Value, led: Ledger) -> Value:
-    if is_exact(a) and is_exact(b):
-        _exact_cost(a, b, led, True)  # type: ignore[arg-type]
+    ta, tb = type(a), type(b)
+    if ta is mpz and tb is mpz:
+        bits = a.bit_length() + b.bit_length()  # type: ignore[union-attr]
+        if bits > SMALL_BITS:
+            led.charge(multiply_units(bits))
+            return exact_result(a * b, led)  # type: ignore[operator]
+        return a * b  # type: ignore[operator]
+    if ta in _RATIONAL and tb in _RATIONAL:
+        bits = max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+        if bits > SMALL_BITS:
+            led.charge(division_units(bits))
         return exact_result(a * b, led)  # type: ignore[operator]
-    if type(a) is Degrees and is_exact(b):
-        return Degrees(a.deg * b)  # type: ignore[operator]
-    if type(b) is Degrees and is_exact(a):
-        return Degrees(b.deg * a)  # type: ignore[operator]
+    if ta in _PLAIN and tb in _PLAIN:
+        return _settled(WORK.mul(a, b))
+    if ta is Degrees and tb in _RATIONAL:
+        return Degrees(a.deg * b)  # type: ignore[union-attr, operator]
+    if tb is Degrees and ta in _RATIONAL:
+        return Degrees(b.deg * a)  # type: ignore[union-attr, operator]
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         return tidy_complex(WORK.mul(to_mpc(a), to_mpc(b)))
     if type(a) is Huge or type(b) is Huge:
         (ma, ea), (mb, eb) = parts(a), parts(b)
         return from_parts(WORK.mul(ma, mb), ea + eb)
-    return fit(WORK.mul(a, b))
+    return multiply(a, b, led)
 
 
 def divide(a: Value, b: Value, led: Ledger) -> Value:
-    if _is_zero(b):
+    ta, tb = type(a), type(b)
+    if tb is Degrees and b.deg == 0 or b == 0:  # type: ignore[union-attr]
         raise Fault(DivisionByZero, "division by zero")
-    if is_exact(a) and is_exact(b):
-        led.charge(division_units(max(exact_bits(a), exact_bits(b))))  # type: ignore[arg-type]
-        return exact_result(ratio(a, b), led)  # type: ignore[arg-type]
-    if type(a) is Degrees and is_exact(b):
-        return Degrees(ratio(a.deg, b))  # type: ignore[arg-type]
-    if type(a) is Degrees and type(b) is Degrees:
-        return exact_result(ratio(a.deg, b.deg), led)
+    if ta in _RATIONAL and tb in _RATIONAL:
+        bits = max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+        if bits > SMALL_BITS:
+            led.charge(division_units(bits))
+        q = mpq(a, b) if ta is mpz and tb is mpz else mpq(a) / b  # type: ignore[operator]
+        return exact_result(q, led)
+    if ta in _PLAIN and tb in _PLAIN:
+        return _settled(WORK.div(a, b))
+    if ta is Degrees and tb in _RATIONAL:
+        return Degrees(ratio(a.deg, b))  # type: ignore[union-attr, arg-type]
+    if ta is Degrees and tb is Degrees:
+        return exact_result(ratio(a.deg, b.deg), led)  # type: ignore[union-attr]
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         return tidy_complex(WORK.div(to_mpc(a), to_mpc(b)))
     if type(a) is Huge or type(b) is Huge:
         (ma, ea), (mb, eb) = parts(a), parts(b)
         return from_parts(WORK.div(ma, mb), ea - eb)
-    return fit(WORK.div(a, b))
+    return divide(a, b, led)
 
 
 def _is_zero(v: Value) -> bool:
-    if type(v) is mpc:
-        return bool(v == 0)
-    return sign(v) == 0
+    if type(v) is Degrees:
+        return bool(v.deg == 0)
+    return bool(v == 0)
 
 
 def _real_only(v: Value, what: str) -> None:
@@ -320,6 +367,9 @@ def degrees(v: Value, led: Ledger) -> Value:
 
 
 def power(a: Value, b: Value, led: Ledger) -> Value:
+    if type(b) is mpz and type(a) in _RATIONAL and 0 < b <= SMALL_BITS:
+        if exact_bits(a) * b <= SMALL_BITS:  # type: ignore[arg-type]
+            return a**b  # type: ignore[operator]  (small and exact: nothing to charge or check)
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         return _complex_power(to_mpc(a), b, led)
@@ -358,7 +408,7 @@ def _positive_power(a: Value, b: Value, led: Ledger, negative: bool) -> Value:
     led.charge(2 * transcendental_units(wp))
     if abs(estimate) < MPFR_SAFE_EXP - 2 and type(a) is not Huge and type(b) is not Huge:
         ctx = context_for(wp)
-        r = mpfr(ctx.pow(to_mpfr(a, wp), b if is_exact(b) else to_mpfr(b, wp)), PRECISION_BITS)
+        r = WORK.plus(ctx.pow(to_mpfr(a, wp), b if is_exact(b) else to_mpfr(b, wp)))
         if _near_one(a):  # exact a within 2^-wp of 1: MPFR saw 1; use the logarithm instead
             r = to_mpfr(from_log2(_log2_product(a, b, wp)))
         return fit(WORK.minus(r) if negative else r)
@@ -389,19 +439,25 @@ def _cap_log2(x: mpfr, exp: int) -> mpfr:
 
 
 def log2_abs(v: Value, bits: int) -> mpfr:
-    """log2|v| for a nonzero real value, accurate to ``bits`` bits even when v is an exact
+    """log2|v| for a nonzero real value, accurate to ``bits`` bits."""
+    return context_for(bits).div(ln_abs(v, bits + 10), context_for(bits + 10).const_log2())
+
+
+def ln_abs(v: Value, bits: int) -> mpfr:
+    """ln|v| for a nonzero real value, accurate to ``bits`` bits even when v is an exact
     rational extremely close to 1 (where rounding v first would lose the difference)."""
-    ctx = context_for(bits + 10)
+    ctx = context_for(bits)
     if type(v) is Huge:
-        return mpfr(ctx.add(ctx.log2(WORK.abs(v.mant)), v.exp), bits)
-    if is_exact(v):
-        d = abs(v) - 1  # type: ignore[operator]
+        wide = context_for(bits + 10 + abs(v.exp).bit_length())
+        return ctx.plus(wide.add(wide.log(WORK.abs(v.mant)), wide.mul(wide.const_log2(), v.exp)))
+    if type(v) is mpz or type(v) is mpq:
+        d = abs(v) - 1
         if d == 0:
-            return mpfr(0, bits)
+            return ZERO
         if -1 < d < 1:  # log1p keeps the digits of d that rounding 1 + d would drop
-            return mpfr(ctx.div(ctx.log1p(mpfr(d, bits + 10)), ctx.const_log2()), bits)
-        return mpfr(ctx.log2(mpfr(abs(v), bits + 10)), bits)  # type: ignore[arg-type]
-    return mpfr(ctx.log2(ctx.abs(to_mpfr(v))), bits)
+            return ctx.log1p(to_mpfr(d, bits + 10))
+        return ctx.log(to_mpfr(abs(v), bits + 10))
+    return ctx.log(ctx.abs(to_mpfr(v)))
 
 
 def int_power(a: Value, n: mpz, led: Ledger) -> Value:
@@ -421,7 +477,7 @@ def int_power(a: Value, n: mpz, led: Ledger) -> Value:
     if type(a) is mpfr and n.bit_length() <= 64 and abs(n * mag2(a)) < MPFR_SAFE_EXP - 2:
         wp = PRECISION_BITS + 10 + n.bit_length()
         led.charge(transcendental_units(wp))
-        return fit(mpfr(context_for(wp).pow(a, n), PRECISION_BITS))
+        return fit(WORK.plus(context_for(wp).pow(a, n)))
     return _positive_power(a, n, led, negative)
 
 

@@ -33,6 +33,7 @@ from app.calculator.errors import Fault, LimitError, OverBudget
 __all__ = [
     "INLINE_BUDGET",
     "INLINE_MAX_LENGTH",
+    "SMALL_BITS",
     "TOKEN_MILLIUNITS",
     "WORK_BUDGET",
     "Ledger",
@@ -63,7 +64,7 @@ _PARSE_MULS: Final = 1.8
 # Addition: 0.5 µs at 10^5 bits, 5.6 µs at 10^6.
 _ADD_BITS_PER_UNIT: Final = 150_000
 # Below this many bits GMP's work hides inside the per-token charge.
-_SMALL_BITS: Final = 4096
+SMALL_BITS: Final = 4096
 # One MPFR transcendental (sin, exp, log, ...) at 256 bits: 2.0-2.8 µs; pow is two of them.
 # At 512/1024/2048/4096 bits sin takes 4.0/9.1/23/84 µs: (p/256)^1.3 covers it up to 2048.
 _TRANSCENDENTAL_AT_256: Final = 3.0
@@ -85,14 +86,14 @@ INLINE_MAX_LENGTH: Final = INLINE_BUDGET * 1000 // TOKEN_MILLIUNITS
 
 def multiply_units(bits: int) -> int:
     """Units for a GMP product (or power) whose result has ``bits`` bits."""
-    if bits <= _SMALL_BITS:
+    if bits <= SMALL_BITS:
         return 0
     return int(_MUL_SCALE * (bits / 1000) ** _MUL_EXPONENT) + 1
 
 
 def division_units(bits: int) -> int:
     """Units for a division, an mpq operation or a conversion to decimal, ``bits`` bits."""
-    if bits <= _SMALL_BITS:
+    if bits <= SMALL_BITS:
         return 0
     return int(_DIVISION_MULS * _MUL_SCALE * (bits / 1000) ** _MUL_EXPONENT) + 1
 
@@ -100,7 +101,7 @@ def division_units(bits: int) -> int:
 def digits_units(digits: int) -> int:
     """Units for reading ``digits`` decimal digits into an mpz."""
     bits = digits * 10 // 3
-    if bits <= _SMALL_BITS:
+    if bits <= SMALL_BITS:
         return 0
     return int(_PARSE_MULS * _MUL_SCALE * (bits / 1000) ** _MUL_EXPONENT) + 1
 
@@ -138,6 +139,7 @@ class Ledger:
             self._over()
 
     def charge_tokens(self, count: int) -> None:
+        """Charge tokenising, parsing and evaluating ``count`` tokens (in one step)."""
         self.charge(-(-count * TOKEN_MILLIUNITS // 1000))
 
     def _over(self) -> None:

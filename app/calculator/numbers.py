@@ -100,6 +100,7 @@ E: Final = WORK.exp(mpz(1))
 TAU: Final = WORK.mul_2exp(PI, 1)
 I: Final = mpc(0, 1, precision=PRECISION_BITS)
 ZERO: Final = mpfr(0, PRECISION_BITS)
+ONE: Final = mpfr(1, PRECISION_BITS)
 
 
 def is_exact(v: Value) -> bool:
@@ -143,8 +144,8 @@ def sign(v: Value) -> int:
     if type(v) is Huge:
         return -1 if v.mant < 0 else 1
     if type(v) is Degrees:
-        return int(gmpy2.sign(v.deg))
-    return int(gmpy2.sign(v))  # type: ignore[arg-type]
+        v = v.deg
+    return (v > 0) - (v < 0)  # type: ignore[operator]  (gmpy2.sign costs 8x a comparison)
 
 
 def mag2(x: mpfr) -> int:
@@ -158,10 +159,10 @@ def to_mpfr(v: Value, bits: int = PRECISION_BITS) -> mpfr:
     if t is mpfr:
         return v  # type: ignore[return-value]
     if t is mpz or t is mpq:
-        return mpfr(v, bits)  # type: ignore[arg-type]
+        return context_for(bits).add(ZERO, v)  # exact v: rounded once, to nearest
     if t is Degrees:
         ctx = context_for(bits + 10)
-        return mpfr(ctx.div(ctx.mul(ctx.const_pi(), v.deg), 180), bits)  # type: ignore[union-attr]
+        return context_for(bits).plus(ctx.div(ctx.mul(ctx.const_pi(), v.deg), 180))  # type: ignore[union-attr]
     if t is Huge:
         raise Fault(LimitError, "this value is too large or too small for that operation")
     raise Fault(LimitError, "complex values are not supported here")

@@ -1,47 +1,31 @@
-"""The Pratt parser: tokens in, a syntax tree out (or a positioned `CalcError`).
+"""The Pratt parser: tokens in, the grammar's actions called in order, their result out.
 
 Precedence, high to low: parentheses and calls; postfix ``!`` and ``°``; ``^`` (right
 associative, its right operand may carry a sign) and prefix ``√``; unary ``+ -``; ``* / // %``;
 ``+ -``.
 
-Strategy: Pratt parsing over the token list. Every recursive call goes through `_expr`, which
-counts depth explicitly, so nesting beyond MAX_DEPTH is a LimitError long before Python's
-recursion limit. Names are resolved while parsing: unknown names and wrong argument counts are
-reported before anything is evaluated. Numeric literals are valued here, once, and charged to
-the ledger (a 10,000-digit literal is real work).
+Strategy: the grammar exists once, here, and says what it found through an `Actions` object:
+`app.calculator.tree.TreeBuilder` builds the syntax tree (``parse()``), and
+`app.calculator.evaluator.Evaluator` computes the value as it goes (``evaluate()``), so no tree
+is built to be walked once and thrown away. Each action gets the token span of what it combines,
+for error positions. Every recursive call goes through `_expr`, which counts depth explicitly,
+so nesting beyond MAX_DEPTH is a LimitError long before Python's recursion limit. Names are
+resolved while parsing: unknown names and wrong argument counts are syntax errors.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Final
+from typing import Final, Generic, Protocol, TypeVar
 
-from app.calculator.cost import Ledger
-from app.calculator.errors import (
-    CalcError,
-    CalcSyntaxError,
-    Fault,
-    LimitError,
-    UnknownNameError,
-)
+from app.calculator.errors import CalcError, CalcSyntaxError, LimitError, UnknownNameError
 from app.calculator.functions import CONSTANTS, FUNCTIONS
-from app.calculator.tokens import CANON, NAME_START, NUMBER_START, classify, parse_number, spans
-from app.calculator.tree import (
-    Call,
-    Chain,
-    Constant,
-    Degree,
-    Factorial,
-    Node,
-    Number,
-    Power,
-    Unary,
-)
+from app.calculator.tokens import CANON, NAME_START, NUMBER_START, classify, spans
 
-__all__ = ["MAX_DEPTH", "Parser"]
+__all__ = ["MAX_DEPTH", "Actions", "Parser"]
 
 # 256 levels: Python's own parser allows ~200 nested parentheses; each level costs one Python
-# frame in the parser and one in the evaluator, well inside the default recursion limit of 1000.
+# frame in the parser, well inside the default recursion limit of 1000.
 MAX_DEPTH: Final = 256
 
 _UNARY_BP: Final = 30  # operand of unary +/-: binds ^ and ! but not * /
@@ -66,16 +50,44 @@ _PREFIX: Final = {
 }  # fmt: skip
 _KNOWN_NAMES: Final = sorted([*FUNCTIONS, *CONSTANTS])
 
+T = TypeVar("T")
 
-class Parser:
-    """Parses one text; ``parse()`` returns the tree, ``locate()`` maps token spans to text."""
 
-    __slots__ = ("depth", "ledger", "pos", "spans", "text", "toks")
+class Actions(Protocol[T]):
+    """What the parser calls as it recognises each construct, in evaluation order.
 
-    def __init__(self, text: str, toks: list[str], ledger: Ledger) -> None:
+    Spans are token indices, end exclusive; ``starts[k]``/``ends[k]`` those of argument k.
+    ``extends`` is True when ``binary`` continues a run of the same precedence (``a + b - c``).
+    """
+
+    def number(self, tok: str, at: int) -> T: ...
+    def integer(self, tok: str, at: int) -> T: ...  # a literal of ASCII digits only
+    def constant(self, name: str, tok: str, at: int) -> T: ...
+    def call(
+        self, name: str, tok: str, args: list[T], starts: list[int], ends: list[int],
+        start: int, end: int,
+    ) -> T: ...  # fmt: skip
+    def unary(self, op: str, operand: T, start: int) -> T: ...
+    def binary(
+        self, op: str, left: T, right: T, start: int, right_start: int, end: int, extends: bool
+    ) -> T: ...
+    def power(self, op: str, base: T, exponent: T, start: int, end: int) -> T: ...
+    def postfix(self, op: str, operand: T, start: int, end: int) -> T: ...
+    def group(self, inner: T, start: int, end: int) -> T: ...
+
+
+class Parser(Generic[T]):
+    """Parses one text, calling ``actions``; ``parse()`` returns what the last action returned.
+
+    ``locate()`` maps a token span to (character position, length) for error messages.
+    """
+
+    __slots__ = ("actions", "depth", "pos", "spans", "text", "toks")
+
+    def __init__(self, text: str, toks: list[str], actions: Actions[T]) -> None:
         self.text = text
         self.toks = toks
-        self.ledger = ledger
+        self.actions = actions
         self.pos = 0
         self.depth = -1  # the top level is depth 0; MAX_DEPTH nested levels are allowed
         self.spans: list[tuple[int, int]] | None = None
@@ -98,22 +110,22 @@ class Parser:
         return cls(message, position, length)
 
     # -- grammar ------------------------------------------------------------------------------
-    def parse(self) -> Node:
+    def parse(self) -> T:
         if not self.toks:
             raise CalcSyntaxError("empty expression", len(self.text), 1)
-        node = self._expr(0)
+        item, start = self._expr(0)
         if self.pos < len(self.toks):
-            raise self._unexpected(self.pos, node)
-        return node
+            raise self._unexpected(self.pos, start)
+        return item
 
-    def _unexpected(self, index: int, left: Node | None) -> CalcError:
+    def _unexpected(self, index: int, left_start: int | None) -> CalcError:
         tok = self.toks[index]
         kind = classify(tok)
-        if left is not None and (kind in ("number", "name") or tok in ("(", "√", "π")):
+        if left_start is not None and (kind in ("number", "name") or tok in ("(", "√", "π")):
             # Two operands side by side: implicit multiplication. Point at the gap.
-            gap = self.locate(left.end - 1, left.end)
+            gap = self.locate(index - 1, index)
             gap_pos = gap[0] + gap[1]
-            lhs = self.text[self.locate(left.start, left.end)[0] : gap_pos]
+            lhs = self.text[self.locate(left_start, index)[0] : gap_pos]
             rhs_pos = self.locate(index, index + 1)[0]
             rhs = self.text[rhs_pos : rhs_pos + len(tok)]
             if len(lhs) > 20:
@@ -129,55 +141,69 @@ class Parser:
             return self.fail(CalcSyntaxError, f"unexpected character {tok!r}", index, index + 1)
         return self.fail(CalcSyntaxError, f"unexpected {tok!r}", index, index + 1)
 
-    def _expr(self, min_bp: int) -> Node:
+    def _expr(self, min_bp: int) -> tuple[T, int]:
+        """The expression at ``self.pos`` up to an operator binding no tighter than ``min_bp``:
+        what the actions made of it, and its first token."""
         depth = self.depth + 1
         if depth > MAX_DEPTH:
             raise self._too_deep(self.pos - 1)  # the token that opened this level
         self.depth = depth
-        left = self._prefix()
+        left, start = self._prefix()
+        actions = self.actions
         toks = self.toks
         n = len(toks)
         i = self.pos
-        chain: Chain | None = None
-        chain_bp = 0
+        chain_bp = 0  # the binding power of the run `left` is, 0 if none
         extra = 0  # postfix nesting adds tree depth without recursion
         while i < n:
             tok = toks[i]
             bp = _LBP.get(tok)
             if bp is None:
-                raise self._unexpected(i, left)
+                raise self._unexpected(i, start)
             if bp <= min_bp:
                 break
             if bp == _POSTFIX_BP:
                 extra += 1
                 if depth + extra > MAX_DEPTH:
                     raise self._too_deep(i)
-                left = Factorial(left, i) if tok == "!" else Degree(left, i)
-                chain = None
                 i += 1
+                left = actions.postfix(tok, left, start, i)
+                chain_bp = 0
                 continue
             self.pos = i + 1
             if bp == _POWER_BP:
-                left = Power(left, self._expr(_POWER_BP - 1), tok)
-                chain = None
+                exponent, _ = self._expr(_POWER_BP - 1)
+                left = actions.power(tok, left, exponent, start, self.pos)
+                chain_bp = 0
             else:
-                right = self._expr(bp)
-                op = CANON[tok]
-                if chain is not None and chain_bp == bp:
-                    chain.operands.append(right)
-                    chain.ops.append(op)
-                    chain.end = right.end
-                else:
-                    chain = Chain([left, right], [op])
-                    chain_bp = bp
-                    left = chain
+                right_start = self.pos
+                right = self._operand(bp)
+                left = actions.binary(
+                    CANON[tok], left, right, start, right_start, self.pos, chain_bp == bp
+                )
+                chain_bp = bp
             i = self.pos
         self.pos = i
         self.depth = depth - 1
-        return left
+        return left, start
 
-    def _prefix(self) -> Node:
-        """The operand that starts at ``self.pos``; leaves ``self.pos`` after it."""
+    def _operand(self, bp: int) -> T:
+        """The right operand of a binary operator of binding power ``bp``.
+
+        Most operands are plain integers that nothing after them binds into (``1+2*3``'s 1 and
+        3): they need no recursive call, the commonest step of parsing.
+        """
+        toks = self.toks
+        j = self.pos
+        if j + 1 < len(toks) and _LBP.get(toks[j + 1], 99) > bp:
+            return self._expr(bp)[0]
+        if j < len(toks) and (tok := toks[j]).isdigit() and tok.isascii():
+            self.pos = j + 1  # "²".isdigit() too: only ASCII digits are numbers
+            return self.actions.integer(tok, j)
+        return self._expr(bp)[0]
+
+    def _prefix(self) -> tuple[T, int]:
+        """The operand that starts at ``self.pos``, and its first token."""
         toks = self.toks
         i = self.pos
         if i >= len(toks):
@@ -192,13 +218,13 @@ class Parser:
             first = tok[0]
             if first in NUMBER_START and tok != ".":
                 self.pos = i + 1
-                return Number(self._number(tok, i), tok, i)
+                return self.actions.number(tok, i), i
             if first in NAME_START:
-                return self._name(tok, i)
+                return self._name(tok, i), i
             raise self.fail(CalcSyntaxError, f"unexpected character {tok!r}", i, i + 1)
         if kind == _P_OPEN:
             self.pos = i + 1
-            inner = self._expr(0)
+            inner, _ = self._expr(0)
             j = self.pos
             if j >= len(toks) or toks[j] != ")":
                 if j < len(toks):  # only ',' can stop an expression inside parentheses here
@@ -209,19 +235,18 @@ class Parser:
                     1,
                 )
             self.pos = j + 1
-            inner.start = i  # a parenthesised operand's span includes its parentheses
-            inner.end = j + 1
-            return inner
+            return self.actions.group(inner, i, j + 1), i
         if kind == _P_SIGN:
             self.pos = i + 1
-            return Unary(CANON[tok], self._expr(_UNARY_BP), i)
+            operand, _ = self._expr(_UNARY_BP)
+            return self.actions.unary(CANON[tok], operand, i), i
         if kind == _P_ROOT:
             self.pos = i + 1
-            operand = self._expr(_POWER_BP)
-            return Call("sqrt", "√", [operand], i, operand.end)
+            operand, _ = self._expr(_POWER_BP)
+            return self.actions.call("sqrt", "√", [operand], [i + 1], [self.pos], i, self.pos), i
         if kind == _P_PI:
             self.pos = i + 1
-            return Constant("pi", tok, i)
+            return self.actions.constant("pi", tok, i), i
         if tok == ")" and i > 0 and toks[i - 1] == "(":
             raise self.fail(CalcSyntaxError, "empty parentheses", i - 1, i + 1)
         what = "an expression" if tok == ")" else "an operand"
@@ -235,7 +260,7 @@ class Parser:
             index + 1,
         )
 
-    def _name(self, tok: str, i: int) -> Node:
+    def _name(self, tok: str, i: int) -> T:
         name = tok.lower()
         toks = self.toks
         is_call = i + 1 < len(toks) and toks[i + 1] == "("
@@ -248,7 +273,7 @@ class Parser:
                     i + 2,
                 )
             self.pos = i + 1
-            return Constant(name, tok, i)
+            return self.actions.constant(name, tok, i)
         spec = FUNCTIONS.get(name)
         if spec is None:
             close = difflib.get_close_matches(name, _KNOWN_NAMES, n=1, cutoff=0.6)
@@ -262,12 +287,17 @@ class Parser:
                 i + 1,
             )
         self.pos = i + 2
-        args: list[Node] = []
+        args: list[T] = []
+        starts: list[int] = []
+        ends: list[int] = []
         if self.pos < len(toks) and toks[self.pos] == ")":
             self.pos += 1
         else:
             while True:
-                args.append(self._expr(0))
+                arg, arg_start = self._expr(0)
+                args.append(arg)
+                starts.append(arg_start)
+                ends.append(self.pos)
                 if self.pos >= len(toks):
                     raise CalcSyntaxError(f"missing ')' to close {tok}(", len(self.text), 1)
                 sep = toks[self.pos]
@@ -275,7 +305,7 @@ class Parser:
                 if sep == ")":
                     break
                 if sep != ",":
-                    raise self._unexpected(self.pos - 1, args[-1])
+                    raise self._unexpected(self.pos - 1, arg_start)
         if not spec.min_args <= len(args) <= spec.max_args:
             raise self.fail(
                 CalcSyntaxError,
@@ -283,10 +313,4 @@ class Parser:
                 i,
                 self.pos,
             )
-        return Call(name, tok, args, i, self.pos)
-
-    def _number(self, tok: str, i: int) -> object:
-        try:
-            return parse_number(tok, self.ledger)
-        except Fault as fault:
-            raise self.fail(fault.cls, fault.message, i, i + 1) from None
+        return self.actions.call(name, tok, args, starts, ends, i, self.pos)

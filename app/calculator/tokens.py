@@ -13,7 +13,7 @@ import itertools
 import re
 from typing import Final
 
-from gmpy2 import mpc, mpfr, mpz
+from gmpy2 import mpc, mpfr, mpq, mpz
 
 from app.calculator.cost import Ledger, digits_units
 from app.calculator.errors import Fault, LimitError
@@ -50,6 +50,8 @@ CANON: Final = {
     "°": "°",
 }  # fmt: skip
 _LOG2_10: Final = 3.3219280948873626
+# A plain integer literal this short is read directly (its digits cost nothing to charge).
+_SHORT_DIGITS: Final = 300
 
 
 def tokenize(text: str) -> list[str]:
@@ -79,6 +81,13 @@ def _range_error(tok: str) -> Fault:
 
 def parse_number(tok: str, led: Ledger) -> Value:
     """The value of a numeric literal: exact when it fits, else correctly rounded."""
+    if len(tok) <= _SHORT_DIGITS:  # the common shapes first: 12, 3.25
+        if tok.isdigit():
+            return mpz(tok)
+        whole, point, frac = tok.partition(".")
+        if point and (whole + frac).isdigit() and frac.isdigit():
+            q = mpq(mpz(whole + frac), mpz(10) ** len(frac))
+            return q.numerator if q.denominator == 1 else q
     m = _NUMBER_RE.fullmatch(tok)
     assert m is not None  # the tokenizer only produces well-formed numbers
     int_part, frac_part, exp_sign, exp_digits, imaginary = m.groups()
@@ -122,5 +131,5 @@ def _real_literal(
         return mpfr(f"{digits}e{exponent}", PRECISION_BITS)
     wp = PRECISION_BITS + 10 + abs(exponent).bit_length()
     ctx = context_for(wp)
-    log2_value = ctx.add(ctx.log2(mpfr(mantissa, wp)), ctx.mul(ctx.log2(mpz(10)), exponent))
+    log2_value = ctx.add(ctx.log2(to_mpfr(mantissa, wp)), ctx.mul(ctx.log2(mpz(10)), exponent))
     return from_log2(log2_value)

@@ -1,9 +1,7 @@
-"""The syntax tree, how it evaluates, and how it prints back (`unparse`).
+"""The syntax tree that ``parse()`` returns, the actions that build it, and `unparse`.
 
-A node knows its token span (``start``, ``end``: token indices, end exclusive) so that an error
-raised while evaluating it underlines the right characters. Evaluation is one recursive walk:
-``node.evaluate(scope)``; the arithmetic raises `Fault` and the node that called it turns it
-into a positioned `CalcError`.
+Nodes are plain data: ``start``/``end`` are token indices (end exclusive). Evaluation does not
+walk them: `app.calculator.evaluator.Evaluator` computes values as the parser goes.
 """
 
 from __future__ import annotations
@@ -11,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from app.calculator.arithmetic import BINARY, degrees, factorial, negate, power
 from app.calculator.cost import Ledger
-from app.calculator.errors import CalcError, DivisionByZero, Fault
-from app.calculator.functions import CONSTANTS, FUNCTIONS
+from app.calculator.errors import Fault
 from app.calculator.numbers import Value
+from app.calculator.tokens import parse_number
 
 __all__ = [
     "Call",
@@ -26,35 +23,20 @@ __all__ = [
     "Node",
     "Number",
     "Power",
-    "Scope",
+    "TreeBuilder",
     "Unary",
     "unparse",
 ]
-
-
-class Scope:
-    """What evaluation needs besides the tree: the ledger, and the text positions of tokens."""
-
-    __slots__ = ("ledger", "locate")
-
-    def __init__(self, ledger: Ledger, locate: Callable[[int, int], tuple[int, int]]) -> None:
-        self.ledger = ledger
-        self.locate = locate  # token span -> (character position, length)
-
-    def error(self, fault: Fault, node: Node) -> CalcError:
-        position, length = self.locate(node.start, node.end)
-        return fault.cls(fault.message, position, length)
 
 
 class Node:
     """A node of the syntax tree; ``start``/``end`` are token indices (end exclusive)."""
 
     __slots__ = ("end", "start")
-    start: int
-    end: int
 
-    def evaluate(self, scope: Scope) -> Value:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
 
 
 class Number(Node):
@@ -63,29 +45,20 @@ class Number(Node):
     __slots__ = ("text", "value")
 
     def __init__(self, value: Value, text: str, index: int) -> None:
+        super().__init__(index, index + 1)
         self.value = value
         self.text = text
-        self.start = index
-        self.end = index + 1
-
-    def evaluate(self, scope: Scope) -> Value:
-        return self.value
 
 
 class Constant(Node):
     """A named constant (``pi``, ``e``, ``tau``, ``i``); ``text`` is the name as written."""
 
-    __slots__ = ("name", "text", "value")
+    __slots__ = ("name", "text")
 
     def __init__(self, name: str, text: str, index: int) -> None:
+        super().__init__(index, index + 1)
         self.name = name
         self.text = text
-        self.value = CONSTANTS[name]
-        self.start = index
-        self.end = index + 1
-
-    def evaluate(self, scope: Scope) -> Value:
-        return self.value
 
 
 class Call(Node):
@@ -94,19 +67,10 @@ class Call(Node):
     __slots__ = ("args", "name", "text")
 
     def __init__(self, name: str, text: str, args: list[Node], start: int, end: int) -> None:
+        super().__init__(start, end)
         self.name = name
         self.text = text
         self.args = args
-        self.start = start
-        self.end = end
-
-    def evaluate(self, scope: Scope) -> Value:
-        values = [arg.evaluate(scope) for arg in self.args]
-        try:
-            return FUNCTIONS[self.name].impl(values, scope.ledger)
-        except Fault as fault:
-            where: Node = self if fault.arg is None else self.args[fault.arg]
-            raise scope.error(fault, where) from None
 
 
 class Unary(Node):
@@ -115,14 +79,9 @@ class Unary(Node):
     __slots__ = ("op", "operand")
 
     def __init__(self, op: str, operand: Node, start: int) -> None:
+        super().__init__(start, operand.end)
         self.op = op
         self.operand = operand
-        self.start = start
-        self.end = operand.end
-
-    def evaluate(self, scope: Scope) -> Value:
-        value = self.operand.evaluate(scope)
-        return value if self.op == "+" else negate(value)
 
 
 class Chain(Node):
@@ -135,28 +94,9 @@ class Chain(Node):
     __slots__ = ("operands", "ops")
 
     def __init__(self, operands: list[Node], ops: list[str]) -> None:
+        super().__init__(operands[0].start, operands[-1].end)
         self.operands = operands
         self.ops = ops
-        self.start = operands[0].start
-        self.end = operands[-1].end
-
-    def evaluate(self, scope: Scope) -> Value:
-        operands = self.operands
-        ledger = scope.ledger
-        acc = operands[0].evaluate(scope)
-        for i, op in enumerate(self.ops, 1):
-            operand = operands[i]
-            b = operand.evaluate(scope)
-            try:
-                acc = BINARY[op](acc, b, ledger)
-            except Fault as fault:
-                where: Node = operand if fault.cls is DivisionByZero else self.prefix(i)
-                raise scope.error(fault, where) from None
-        return acc
-
-    def prefix(self, i: int) -> Node:
-        """The sub-chain operands[0..i] (for an error span)."""
-        return Chain(self.operands[: i + 1], self.ops[:i])
 
 
 class Power(Node):
@@ -165,19 +105,10 @@ class Power(Node):
     __slots__ = ("base", "exponent", "op")
 
     def __init__(self, base: Node, exponent: Node, op: str) -> None:
+        super().__init__(base.start, exponent.end)
         self.base = base
         self.exponent = exponent
         self.op = op
-        self.start = base.start
-        self.end = exponent.end
-
-    def evaluate(self, scope: Scope) -> Value:
-        a = self.base.evaluate(scope)
-        b = self.exponent.evaluate(scope)
-        try:
-            return power(a, b, scope.ledger)
-        except Fault as fault:
-            raise scope.error(fault, self) from None
 
 
 class Factorial(Node):
@@ -185,35 +116,77 @@ class Factorial(Node):
 
     __slots__ = ("operand",)
 
-    def __init__(self, operand: Node, index: int) -> None:
+    def __init__(self, operand: Node, end: int) -> None:
+        super().__init__(operand.start, end)
         self.operand = operand
-        self.start = operand.start
-        self.end = index + 1
-
-    def evaluate(self, scope: Scope) -> Value:
-        value = self.operand.evaluate(scope)
-        try:
-            return factorial(value, scope.ledger)
-        except Fault as fault:
-            raise scope.error(fault, self) from None
 
 
 class Degree(Node):
-    """Postfix ``x°``: x degrees, as radians (exact for exact x, so ``sin(30°)`` is 1/2)."""
+    """Postfix ``x°``: x degrees."""
 
     __slots__ = ("operand",)
 
-    def __init__(self, operand: Node, index: int) -> None:
+    def __init__(self, operand: Node, end: int) -> None:
+        super().__init__(operand.start, end)
         self.operand = operand
-        self.start = operand.start
-        self.end = index + 1
 
-    def evaluate(self, scope: Scope) -> Value:
-        value = self.operand.evaluate(scope)
+
+class TreeBuilder:
+    """The parser's actions for ``parse()``: build the tree.
+
+    Literals are valued (and checked against the range limits) as in evaluation. ``locate`` is
+    the parser's token-span-to-text mapping, set once the parser exists.
+    """
+
+    __slots__ = ("ledger", "locate")
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.locate: Callable[[int, int], tuple[int, int]] = lambda start, end: (0, 1)
+
+    def number(self, tok: str, at: int) -> Node:
         try:
-            return degrees(value, scope.ledger)
+            return Number(parse_number(tok, self.ledger), tok, at)
         except Fault as fault:
-            raise scope.error(fault, self) from None
+            raise fault.cls(fault.message, *self.locate(at, at + 1)) from None
+
+    def integer(self, tok: str, at: int) -> Node:
+        return self.number(tok, at)
+
+    def constant(self, name: str, tok: str, at: int) -> Node:
+        return Constant(name, tok, at)
+
+    def call(
+        self, name: str, tok: str, args: list[Node], starts: list[int], ends: list[int],
+        start: int, end: int,
+    ) -> Node:  # fmt: skip
+        return Call(name, tok, args, start, end)
+
+    def unary(self, op: str, operand: Node, start: int) -> Node:
+        return Unary(op, operand, start)
+
+    def binary(
+        self, op: str, left: Node, right: Node, start: int, right_start: int, end: int,
+        extends: bool,
+    ) -> Node:  # fmt: skip
+        if extends:
+            assert isinstance(left, Chain)
+            left.operands.append(right)
+            left.ops.append(op)
+            left.end = right.end
+            return left
+        return Chain([left, right], [op])
+
+    def power(self, op: str, base: Node, exponent: Node, start: int, end: int) -> Node:
+        return Power(base, exponent, op)
+
+    def postfix(self, op: str, operand: Node, start: int, end: int) -> Node:
+        return Factorial(operand, end) if op == "!" else Degree(operand, end)
+
+    def group(self, inner: Node, start: int, end: int) -> Node:
+        inner.start = start  # a parenthesised operand's span includes its parentheses
+        inner.end = end
+        return inner
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from app.calculator.errors import CalcDomainError, Fault, LimitError
 from app.calculator.numbers import (
     CAP_LOG2,
     MPFR_SAFE_EXP,
+    ONE,
     PRECISION_BITS,
     WORK,
     Degrees,
@@ -91,9 +92,9 @@ def _from_degrees(deg: mpz | mpq, name: str, led: Ledger) -> mpfr:
     led.charge(transcendental_units(PRECISION_BITS + 20))
     if name == "tan":
         s, c = ctx.sin_cos(radians)
-        return mpfr(ctx.div(s, c), PRECISION_BITS)
+        return WORK.plus(ctx.div(s, c))
     fn = ctx.sin if name == "sin" else ctx.cos
-    return mpfr(fn(radians), PRECISION_BITS)
+    return WORK.plus(fn(radians))
 
 
 def _sine_like(name: str, zero_value: int) -> Impl:
@@ -111,7 +112,7 @@ def _sine_like(name: str, zero_value: int) -> Impl:
         if type(x) is Huge:
             if x.exp > 0:
                 raise _too_large(name)
-            return x if name == "sin" else mpfr(1, PRECISION_BITS)
+            return x if name == "sin" else ONE
         arg = _argument(x, name)
         led.charge(transcendental_units(PRECISION_BITS + max(0, mag2(arg))))
         r = (WORK.sin if name == "sin" else WORK.cos)(arg)
@@ -150,7 +151,7 @@ def _tan(args: list[Value], led: Ledger) -> Value:
         c = snap(c, mag2(arg))
     if c.is_zero():
         raise Fault(CalcDomainError, "tan is undefined here (cos(x) = 0)", 0)
-    return mpfr(context_for(wp).div(s, c), PRECISION_BITS)
+    return WORK.plus(context_for(wp).div(s, c))
 
 
 def _inverse(name: str, bounded: bool) -> Impl:
@@ -194,10 +195,10 @@ def _hyperbolic(name: str) -> Impl:
         if sign(x) == 0:
             return mpz(1 if name == "cosh" else 0)
         if type(x) is Huge and x.exp < 0:
-            return mpfr(1, PRECISION_BITS) if name == "cosh" else x
+            return ONE if name == "cosh" else x
         big = type(x) is Huge or log2_estimate(x) > _TANH_SATURATES
         if name == "tanh":
-            return mpfr(sign(x), PRECISION_BITS) if big else fn(to_mpfr(x, PRECISION_BITS + 10))
+            return to_mpfr(mpz(sign(x))) if big else fn(to_mpfr(x, PRECISION_BITS + 10))
         # sinh, cosh ~ e^|x| / 2: log2 of the result is |x| / ln 2 - 1.
         if type(x) is Huge or log2_estimate(x) > 62:
             raise Fault(LimitError, out_of_range(True))
@@ -207,7 +208,7 @@ def _hyperbolic(name: str) -> Impl:
             raise Fault(LimitError, out_of_range(True))
         if log2_result < MPFR_SAFE_EXP - 2:
             wp = PRECISION_BITS + 10 + int(abs(log2_result)).bit_length()
-            return mpfr(getattr(context_for(wp), name)(to_mpfr(x, wp)), PRECISION_BITS)
+            return WORK.plus(getattr(context_for(wp), name)(to_mpfr(x, wp)))
         return from_log2(log2_result, name == "sinh" and sign(x) < 0)
 
     return impl
