@@ -59,10 +59,12 @@ from app.calculator.errors import (
     UnknownNameError,
 )
 from app.calculator.functions import CONSTANTS, FUNCTIONS
+from app.calculator.arithmetic import MAX_EXACT_FACTORIAL
 from app.calculator.numbers import (
     DISPLAY_DIGITS,
     MAX_DECIMAL_EXPONENT,
     MAX_EXACT_BITS,
+    MAX_EXACT_DIGITS,
     PRECISION_BITS,
 )
 from app.calculator.parser import MAX_DEPTH, Parser
@@ -78,6 +80,8 @@ __all__ = [
     "MAX_DECIMAL_EXPONENT",
     "MAX_DEPTH",
     "MAX_EXACT_BITS",
+    "MAX_EXACT_DIGITS",
+    "MAX_EXACT_FACTORIAL",
     "MAX_EXPRESSION_LENGTH",
     "PRECISION_BITS",
     "WORK_BUDGET",
@@ -90,6 +94,7 @@ __all__ = [
     "OverBudget",
     "Result",
     "UnknownNameError",
+    "estimate_work",
     "evaluate",
     "parse",
     "unparse",
@@ -131,7 +136,21 @@ def evaluate(text: str, *, budget: int | None = None) -> Result:
     without one.
     """
     toks = _tokens(text, budget)
-    ledger = Ledger(budget)
+    return _evaluate(text, toks, Ledger(budget))
+
+
+def estimate_work(text: str) -> tuple[int, Result | CalcError]:
+    """The work units a full evaluation of ``text`` is charged (past WORK_BUDGET too), and its
+    outcome: what `scripts/bench_calculator.py --budget` calibrates the cost model with."""
+    ledger = Ledger(None, work_budget=1 << 62)
+    try:
+        outcome: Result | CalcError = _evaluate(text, _tokens(text, None), ledger)
+    except CalcError as error:
+        outcome = error
+    return ledger.spent, outcome
+
+
+def _evaluate(text: str, toks: list[str], ledger: Ledger) -> Result:
     try:
         ledger.charge_tokens(len(toks))
     except Fault as fault:

@@ -18,7 +18,7 @@ from typing import Final
 from gmpy2 import mpc, mpfr, mpq, mpz
 
 from app.calculator.cost import SMALL_BITS, Ledger, division_units
-from app.calculator.errors import Result
+from app.calculator.errors import Fault, LimitError, Result
 from app.calculator.numbers import (
     DISPLAY_DIGITS,
     PRECISION_BITS,
@@ -27,6 +27,7 @@ from app.calculator.numbers import (
     Huge,
     Value,
     context_for,
+    out_of_range,
     to_mpfr,
 )
 
@@ -72,6 +73,8 @@ def _format(negative: bool, digits: str, exp10: int) -> str:
 def _real(x: mpfr) -> str:
     if x.is_zero():
         return "0"
+    if not x.is_finite():  # every operation checks its range; this is the last line of defence
+        raise Fault(LimitError, out_of_range(x > 0))
     digits, exp, _ = x.digits(10, DISPLAY_DIGITS)
     negative = digits.startswith("-")
     return _format(negative, digits.lstrip("-").rstrip("0"), int(exp) - 1)

@@ -37,6 +37,7 @@ from app.calculator.numbers import (
     E,
     I,
     MAX_EXACT_BITS,
+    MAX_EXACT_DIGITS,
     MPFR_SAFE_EXP,
     PI,
     PRECISION_BITS,
@@ -68,7 +69,7 @@ __all__ = ["CONSTANTS", "FUNCTIONS", "FunctionSpec"]
 
 Impl = Callable[[list[Value], Ledger], Value]
 # round(x, digits) keeps the result exact while 10**digits fits the exact bound.
-_MAX_EXACT_DIGITS: Final = int(MAX_EXACT_BITS * 0.3010299956639812)
+_MAX_EXACT_DIGITS: Final = MAX_EXACT_DIGITS
 _VARIADIC: Final = 1_000_000
 
 

@@ -33,6 +33,7 @@ from app.calculator.numbers import (
     log2_estimate,
     mag2,
     out_of_range,
+    ratio,
     sign,
     snap,
     tidy_complex,
@@ -79,10 +80,10 @@ def _degrees_reduced(deg: mpz | mpq) -> mpz | mpq:
 
 def _sin_degrees(deg: mpz | mpq) -> mpz | mpq | None:
     """sin(deg°) when it is rational, else None."""
-    steps = deg / 30
-    if type(steps) is mpq and steps.denominator != 1:
+    steps = ratio(deg, mpz(30))
+    if type(steps) is mpq:
         return None
-    return _SIN_30[int(mpz(steps) % 12)]
+    return _SIN_30[int(steps % 12)]
 
 
 def _from_degrees(deg: mpz | mpq, name: str, led: Ledger) -> mpfr:
@@ -126,9 +127,9 @@ def _sine_like(name: str, zero_value: int) -> Impl:
 def _tan(args: list[Value], led: Ledger) -> Value:
     x = args[0]
     if type(x) is Degrees:
-        steps = x.deg / 45
-        if type(steps) is mpz or steps.denominator == 1:
-            k = int(mpz(steps) % 4)
+        steps = ratio(x.deg, mpz(45))
+        if type(steps) is mpz:
+            k = int(steps % 4)
             if k == 2:
                 raise Fault(CalcDomainError, "tan is undefined here (cos(x) = 0)", 0)
             return mpz((0, 1, 0, -1)[k])
