@@ -44,9 +44,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from app.calculator.arithmetic import MAX_EXACT_FACTORIAL
 from app.calculator.cost import INLINE_BUDGET, INLINE_MAX_LENGTH, WORK_BUDGET, Ledger
 from app.calculator.display import make_result
-from app.calculator.evaluator import Evaluator
 from app.calculator.errors import (
     CalcDomainError,
     CalcError,
@@ -58,8 +58,8 @@ from app.calculator.errors import (
     Result,
     UnknownNameError,
 )
+from app.calculator.evaluator import Evaluator
 from app.calculator.functions import CONSTANTS, FUNCTIONS
-from app.calculator.arithmetic import MAX_EXACT_FACTORIAL
 from app.calculator.numbers import (
     DISPLAY_DIGITS,
     MAX_DECIMAL_EXPONENT,

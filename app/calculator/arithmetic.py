@@ -122,7 +122,7 @@ def _rational_bits(a: Value, b: Value) -> int:
     """The larger size of two exact operands, or -1 when either is not exact."""
     ta, tb = type(a), type(b)
     if (ta is mpz or ta is mpq) and (tb is mpz or tb is mpq):
-        return max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+        return max(exact_bits(a), exact_bits(b))
     return -1
 
 
@@ -134,12 +134,12 @@ def _real(v: Value) -> Value:
 def negate(v: Value) -> Value:
     t = type(v)
     if t is mpz or t is mpq:
-        return -v  # type: ignore[operator]
+        return -v
     if t is Degrees:
-        return Degrees(-v.deg)  # type: ignore[union-attr]
+        return Degrees(-v.deg)
     if t is Huge:
-        return Huge(WORK.minus(v.mant), v.exp)  # type: ignore[union-attr]
-    return WORK.minus(v)  # type: ignore[arg-type]
+        return Huge(WORK.minus(v.mant), v.exp)
+    return WORK.minus(v)
 
 
 # Strategy for the four operations: the commonest operand types are tested first (small
@@ -167,25 +167,25 @@ def _settled(r: mpfr) -> Value:
 def add(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if ta is mpz and tb is mpz:
-        bits = max(a.bit_length(), b.bit_length())  # type: ignore[union-attr]
+        bits = max(a.bit_length(), b.bit_length())
         if bits <= SMALL_BITS:
-            return a + b  # type: ignore[operator]  (nothing to charge, nothing outgrows a bound)
+            return a + b  # nothing to charge, nothing outgrows a bound
         led.charge(linear_units(bits))
-        return exact_result(a + b, led)  # type: ignore[operator]
+        return exact_result(a + b, led)
     if ta in _RATIONAL and tb in _RATIONAL:
-        bits = max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+        bits = max(exact_bits(a), exact_bits(b))
         if bits > SMALL_BITS:
             led.charge(division_units(bits))  # gcd normalisation
-        return exact_result(a + b, led)  # type: ignore[operator]
+        return exact_result(a + b, led)
     if ta in _PLAIN and tb in _PLAIN:
         r = WORK.add(a, b)
         if a == 0 or b == 0 or r == 0:
             return r
-        if _get_exp(r) < max(_mag(a), _mag(b)) - SNAP_BITS:  # type: ignore[arg-type]
+        if _get_exp(r) < max(_mag(a), _mag(b)) - SNAP_BITS:
             return ZERO  # cancellation noise: sqrt(2)^2 - 2
         return _settled(r)
     if ta is Degrees and tb is Degrees:
-        return Degrees(a.deg + b.deg)  # type: ignore[union-attr]
+        return Degrees(a.deg + b.deg)
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         x, y = to_mpc(a), to_mpc(b)
@@ -217,22 +217,22 @@ def subtract(a: Value, b: Value, led: Ledger) -> Value:
 def multiply(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if ta is mpz and tb is mpz:
-        bits = a.bit_length() + b.bit_length()  # type: ignore[union-attr]
+        bits = a.bit_length() + b.bit_length()
         if bits > SMALL_BITS:
             led.charge(multiply_units(bits))
-            return exact_result(a * b, led)  # type: ignore[operator]
-        return a * b  # type: ignore[operator]
+            return exact_result(a * b, led)
+        return a * b
     if ta in _RATIONAL and tb in _RATIONAL:
-        bits = max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+        bits = max(exact_bits(a), exact_bits(b))
         if bits > SMALL_BITS:
             led.charge(division_units(bits))
-        return exact_result(a * b, led)  # type: ignore[operator]
+        return exact_result(a * b, led)
     if ta in _PLAIN and tb in _PLAIN:
         return _settled(WORK.mul(a, b))
     if ta is Degrees and tb in _RATIONAL:
-        return Degrees(a.deg * b)  # type: ignore[union-attr, operator]
+        return Degrees(a.deg * b)
     if tb is Degrees and ta in _RATIONAL:
-        return Degrees(b.deg * a)  # type: ignore[union-attr, operator]
+        return Degrees(b.deg * a)
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         return tidy_complex(WORK.mul(to_mpc(a), to_mpc(b)))
@@ -244,20 +244,20 @@ def multiply(a: Value, b: Value, led: Ledger) -> Value:
 
 def divide(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
-    if tb is Degrees and b.deg == 0 or b == 0:  # type: ignore[union-attr]
+    if (tb is Degrees and b.deg == 0) or b == 0:
         raise Fault(DivisionByZero, "division by zero")
     if ta in _RATIONAL and tb in _RATIONAL:
-        bits = max(exact_bits(a), exact_bits(b))  # type: ignore[arg-type]
+        bits = max(exact_bits(a), exact_bits(b))
         if bits > SMALL_BITS:
             led.charge(division_units(bits))
-        q = mpq(a, b) if ta is mpz and tb is mpz else mpq(a) / b  # type: ignore[operator]
+        q = mpq(a, b) if ta is mpz and tb is mpz else mpq(a) / b
         return exact_result(q, led)
     if ta in _PLAIN and tb in _PLAIN:
         return _settled(WORK.div(a, b))
     if ta is Degrees and tb in _RATIONAL:
-        return Degrees(ratio(a.deg, b))  # type: ignore[union-attr, arg-type]
+        return Degrees(ratio(a.deg, b))
     if ta is Degrees and tb is Degrees:
-        return exact_result(ratio(a.deg, b.deg), led)  # type: ignore[union-attr]
+        return exact_result(ratio(a.deg, b.deg), led)
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         return tidy_complex(WORK.div(to_mpc(a), to_mpc(b)))
@@ -284,8 +284,8 @@ def floor_divide(a: Value, b: Value, led: Ledger) -> Value:
     if _is_zero(b):
         raise Fault(DivisionByZero, "division by zero")
     if is_exact(a) and is_exact(b):
-        led.charge(division_units(max(exact_bits(a), exact_bits(b))))  # type: ignore[arg-type]
-        return exact_result(a // b, led)  # type: ignore[operator]
+        led.charge(division_units(max(exact_bits(a), exact_bits(b))))
+        return exact_result(a // b, led)
     return floor_value(divide(a, b, led), "//")
 
 
@@ -295,8 +295,8 @@ def modulo(a: Value, b: Value, led: Ledger) -> Value:
     if _is_zero(b):
         raise Fault(DivisionByZero, "modulo by zero")
     if is_exact(a) and is_exact(b):
-        led.charge(division_units(max(exact_bits(a), exact_bits(b))))  # type: ignore[arg-type]
-        return exact_result(a % b, led)  # type: ignore[operator]
+        led.charge(division_units(max(exact_bits(a), exact_bits(b))))
+        return exact_result(a % b, led)
     q = floor_value(divide(a, b, led), "%")
     return subtract(a, multiply(q, b, led), led)
 
@@ -367,14 +367,14 @@ def compare(a: Value, b: Value) -> int:
         (ma, ea), (mb, eb) = parts(a), parts(b)
         if ea != eb:
             return (1 if ea > eb else -1) * sa
-        return (ma > mb) - (ma < mb)
-    return int((a > b) - (a < b))  # type: ignore[operator]
+        return int((ma > mb) - (ma < mb))
+    return int((a > b) - (a < b))
 
 
 def degrees(v: Value, led: Ledger) -> Value:
     """The postfix degree sign: ``x°`` is x * pi / 180, kept exact for exact x."""
     if is_exact(v):
-        return Degrees(v)  # type: ignore[arg-type]
+        return Degrees(v)
     return divide(multiply(_real(v), PI, led), mpz(180), led)
 
 
@@ -383,9 +383,13 @@ def degrees(v: Value, led: Ledger) -> Value:
 
 
 def power(a: Value, b: Value, led: Ledger) -> Value:
-    if type(b) is mpz and type(a) in _RATIONAL and 0 < b <= SMALL_BITS:
-        if exact_bits(a) * b <= SMALL_BITS:  # type: ignore[arg-type]
-            return a**b  # type: ignore[operator]  (small and exact: nothing to charge or check)
+    if (
+        type(b) is mpz
+        and type(a) in _RATIONAL
+        and 0 < b <= SMALL_BITS
+        and exact_bits(a) * b <= SMALL_BITS
+    ):
+        return a**b  # small and exact: nothing to charge or check
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
         return _complex_power(to_mpc(a), b, led)
@@ -404,7 +408,7 @@ def power(a: Value, b: Value, led: Ledger) -> Value:
         if sa < 0 and q % 2 == 0:
             return _complex_power(to_mpc(a), b, led)
         if is_exact(a):
-            root = exact_root(a, int(q) if q <= MAX_EXACT_ROOT else 0, led)  # type: ignore[arg-type]
+            root = exact_root(a, int(q) if q <= MAX_EXACT_ROOT else 0, led)
             if root is not None:
                 return int_power(root, p, led)
         if sa < 0:  # odd root of a negative number: real, the sign follows p
@@ -434,7 +438,7 @@ def _positive_power(a: Value, b: Value, led: Ledger, negative: bool) -> Value:
 def _near_one(a: Value) -> bool:
     if not is_exact(a):
         return False
-    d = abs(a) - 1  # type: ignore[operator]
+    d = abs(a) - 1
     return d != 0 and exact_mag2(d) < -PRECISION_BITS
 
 
@@ -445,7 +449,7 @@ def _log2_product(a: Value, b: Value, bits: int) -> mpfr:
     product = ctx.mul(log2_abs(a, bits), factor)
     if type(b) is Huge:
         return ctx.mul_2exp(product, b.exp) if b.exp < 0 else _cap_log2(product, b.exp)
-    return product  # type: ignore[no-any-return]
+    return product
 
 
 def _cap_log2(x: mpfr, exp: int) -> mpfr:
@@ -483,12 +487,12 @@ def int_power(a: Value, n: mpz, led: Ledger) -> Value:
         if a == -1:
             return mpz(1) if n % 2 == 0 else mpz(-1)
         if n < 0:
-            a, n = ratio(mpz(1), a), -n  # type: ignore[arg-type]
+            a, n = ratio(mpz(1), a), -n
         if n.bit_length() <= 64:
-            estimate = n * log2_estimate(a) if type(a) is mpz else float(n * exact_bits(a))  # type: ignore[arg-type]
+            estimate = n * log2_estimate(a) if type(a) is mpz else float(n * exact_bits(a))
             if estimate <= MAX_EXACT_BITS + 1:
                 led.charge(multiply_units(int(estimate)))
-                return exact_result(a**n, led)  # type: ignore[operator]
+                return exact_result(a**n, led)
     negative = sign(a) < 0 and n % 2 == 1
     if type(a) is mpfr and n.bit_length() <= 64 and abs(n * mag2(a)) < MPFR_SAFE_EXP - 2:
         wp = PRECISION_BITS + 10 + n.bit_length()
@@ -512,14 +516,14 @@ def _complex_power(z: mpc, b: Value, led: Ledger) -> Value:
 
 
 def _abs_float(v: Value) -> float:
-    return float(WORK.abs(v)) if type(v) is mpc else abs(float(to_mpfr(v)))  # type: ignore[arg-type]
+    return float(WORK.abs(v)) if type(v) is mpc else abs(float(to_mpfr(v)))
 
 
 def exact_root(v: Exact, k: int, led: Ledger) -> Exact | None:
     """v^(1/k) when it is rational (v >= 0, or k odd), else None; k = 0 means "do not try"."""
     if k < 2:
         return None
-    num, den = (v, mpz(1)) if type(v) is mpz else (v.numerator, v.denominator)  # type: ignore[union-attr]
+    num, den = (v, mpz(1)) if type(v) is mpz else (v.numerator, v.denominator)
     if num < 0 and k % 2 == 0:
         return None
     led.charge(division_units(exact_bits(v)))

@@ -27,6 +27,7 @@ from app.calculator.numbers import (
     Huge,
     Value,
     context_for,
+    log2_int,
     out_of_range,
     to_mpfr,
 )
@@ -41,20 +42,20 @@ _PLAIN_MAX_EXP10: Final = DISPLAY_DIGITS - 1  # 1e40 is shown as 1e40
 def make_result(text: str, value: Value, led: Ledger) -> Result:
     t = type(value)
     if t is mpz:
-        bits = value.bit_length()  # type: ignore[union-attr]
+        bits = value.bit_length()
         if bits > SMALL_BITS:
             led.charge(division_units(bits))
         return Result(text, str(value), True, None)
     if t is mpq:
-        num, den = value.numerator, value.denominator  # type: ignore[union-attr]
+        num, den = value.numerator, value.denominator
         led.charge(3 * division_units(max(num.bit_length(), den.bit_length())))
         return Result(text, _fraction(num, den), True, str(num) + "/" + str(den))
     if t is mpc:
-        return Result(text, _complex(value), False, None)  # type: ignore[arg-type]
+        return Result(text, _complex(value), False, None)
     if t is Huge:
-        return Result(text, _huge(value), False, None)  # type: ignore[arg-type]
+        return Result(text, _huge(value), False, None)
     x = to_mpfr(value) if t is Degrees else value
-    return Result(text, _real(x), False, None)  # type: ignore[arg-type]
+    return Result(text, _real(x), False, None)
 
 
 def _format(negative: bool, digits: str, exp10: int) -> str:
@@ -112,7 +113,7 @@ def _fraction(num: mpz, den: mpz) -> str:
     """
     negative = num < 0
     p, q = abs(num), den
-    e = math.floor((_log2(p) - _log2(q)) * _LOG10_2)  # floor(log10(p/q)), or one off
+    e = math.floor((log2_int(p) - log2_int(q)) * _LOG10_2)  # floor(log10(p/q)), or one off
     for _ in range(3):
         shift = DISPLAY_DIGITS - 1 - e
         if shift >= 0:
@@ -138,10 +139,3 @@ _POW10: Final = tuple(mpz(10) ** k for k in range(128))
 
 def _pow10(k: int) -> mpz:
     return _POW10[k] if k < len(_POW10) else mpz(10) ** k
-
-
-def _log2(n: mpz) -> float:
-    bl = n.bit_length()
-    if bl <= 1000:
-        return math.log2(n)
-    return bl - 64 + math.log2(n >> (bl - 64))

@@ -67,7 +67,7 @@ class LimitError(CalcError):
     kind = "limit"
 
 
-class OverBudget(Exception):  # noqa: N818 - the name is the API other modules import
+class OverBudget(Exception):
     """The expression needs more work than the caller's ``budget`` allows.
 
     Not a `CalcError`: the expression may be perfectly fine; it only costs more than the caller

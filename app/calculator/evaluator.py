@@ -51,12 +51,12 @@ class Evaluator:
 
     def number(self, tok: str, at: int) -> Value:
         if self.error is not None:
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
         try:
             return parse_number(tok, self.ledger)
         except Fault as fault:
             self._keep(fault, at, at + 1)
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
 
     def integer(self, tok: str, at: int) -> Value:
         if len(tok) <= _SHORT_INTEGER and self.error is None:
@@ -71,7 +71,7 @@ class Evaluator:
         start: int, end: int,
     ) -> Value:  # fmt: skip
         if self.error is not None:
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
         try:
             return FUNCTIONS[name].impl(args, self.ledger)
         except Fault as fault:
@@ -79,7 +79,7 @@ class Evaluator:
                 self._keep(fault, start, end)
             else:
                 self._keep(fault, starts[fault.arg], ends[fault.arg])
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
 
     def unary(self, op: str, operand: Value, start: int) -> Value:
         if self.error is not None or op == "+":
@@ -91,33 +91,33 @@ class Evaluator:
         extends: bool,
     ) -> Value:  # fmt: skip
         if self.error is not None:
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
         try:
             return BINARY[op](left, right, self.ledger)
         except Fault as fault:
             # A zero divisor is the right operand's fault; anything else the whole run's so far.
             self._keep(fault, right_start if fault.cls is DivisionByZero else start, end)
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
 
     def power(self, op: str, base: Value, exponent: Value, start: int, end: int) -> Value:
         if self.error is not None:
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
         try:
             return power(base, exponent, self.ledger)
         except Fault as fault:
             self._keep(fault, start, end)
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
 
     def postfix(self, op: str, operand: Value, start: int, end: int) -> Value:
         if self.error is not None:
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
         try:
             if op == "!":
                 return factorial(operand, self.ledger)
             return degrees(operand, self.ledger)
         except Fault as fault:
             self._keep(fault, start, end)
-            return _FAILED  # type: ignore[return-value]
+            return _FAILED
 
     def group(self, inner: Value, start: int, end: int) -> Value:
         return inner

@@ -34,18 +34,18 @@ from app.calculator.cost import Ledger, division_units, multiply_units, transcen
 from app.calculator.errors import CalcDomainError, Fault, LimitError
 from app.calculator.numbers import (
     CAP_LOG2,
-    E,
-    I,
+    IMAGINARY_UNIT,
     MAX_EXACT_BITS,
     MAX_EXACT_DIGITS,
     MPFR_SAFE_EXP,
+    ONE,
     PI,
     PRECISION_BITS,
-    ONE,
     TAU,
     WIDE,
     WORK,
     Degrees,
+    E,
     Huge,
     Value,
     context_for,
@@ -144,7 +144,7 @@ def _cbrt(args: list[Value], led: Ledger) -> Value:
         led.charge(2 * transcendental_units(PRECISION_BITS))
         return tidy_complex(WIDE.pow(x, mpq(1, 3)))
     if is_exact(x):
-        exact = exact_root(x, 3, led)  # type: ignore[arg-type]
+        exact = exact_root(x, 3, led)
         if exact is not None:
             return exact
     if sign(x) == 0:
@@ -198,9 +198,9 @@ def _exact_log(x: Value, base: Value, led: Ledger) -> mpz | None:
     if lb == 0:
         return None
     k = round(log2_estimate(x) / lb)
-    if k == 0 or abs(k) * exact_bits(base) > MAX_EXACT_BITS:  # type: ignore[arg-type]
+    if k == 0 or abs(k) * exact_bits(base) > MAX_EXACT_BITS:
         return None
-    led.charge(multiply_units(abs(k) * exact_bits(base)))  # type: ignore[arg-type]
+    led.charge(multiply_units(abs(k) * exact_bits(base)))
     return mpz(k) if mpq(base) ** k == x else None
 
 
@@ -298,9 +298,9 @@ def _round(args: list[Value], led: Ledger) -> Value:
         return mpz(0)
     if digits > _MAX_EXACT_DIGITS:  # the rounded value could not be kept exactly
         return _round_approx(to_mpfr(x), digits, led)
-    led.charge(division_units(exact_bits(x) + abs(int(digits)) * 4))  # type: ignore[arg-type]
+    led.charge(division_units(exact_bits(x) + abs(int(digits)) * 4))
     scale = mpq(10) ** digits
-    scaled = mpq(x * scale)  # type: ignore[operator]
+    scaled = mpq(x * scale)
     n, rem = divmod(abs(scaled.numerator), scaled.denominator)
     if 2 * rem >= scaled.denominator:
         n += 1
@@ -399,7 +399,9 @@ FUNCTIONS: Final[dict[str, FunctionSpec]] = {
     "abs": FunctionSpec(1, 1, "abs(x)", _radians(_abs)),
     "exp": FunctionSpec(1, 1, "exp(x)", _radians(_exp)),
     "ln": FunctionSpec(1, 1, "ln(x)", _radians(_logarithm("ln", None))),
-    "log": FunctionSpec(1, 2, "log(x) (base 10) or log(x, base)", _radians(_logarithm("log", mpz(10)))),
+    "log": FunctionSpec(
+        1, 2, "log(x) (base 10) or log(x, base)", _radians(_logarithm("log", mpz(10)))
+    ),
     "log2": FunctionSpec(1, 1, "log2(x)", _radians(_logarithm("log2", mpz(2)))),
     "log10": FunctionSpec(1, 1, "log10(x)", _radians(_logarithm("log10", mpz(10)))),
     **{
@@ -419,4 +421,4 @@ FUNCTIONS: Final[dict[str, FunctionSpec]] = {
     "factorial": FunctionSpec(1, 1, "factorial(n)", _factorial),
 }
 
-CONSTANTS: Final[dict[str, Value]] = {"pi": PI, "e": E, "tau": TAU, "i": I}
+CONSTANTS: Final[dict[str, Value]] = {"pi": PI, "e": E, "tau": TAU, "i": IMAGINARY_UNIT}

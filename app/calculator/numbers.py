@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import gmpy2
 from gmpy2 import mpc, mpfr, mpq, mpz
@@ -85,7 +85,10 @@ class Huge:
     exp: int
 
 
-Value: TypeAlias = "mpz | mpq | Degrees | mpfr | Huge | mpc"
+# mpz | mpq | Degrees | mpfr | Huge | mpc. gmpy2 has no type information, so four of the six
+# are Any to mypy, and a union with Any cannot be narrowed by `type(v) is mpz`: the alias is
+# Any, and the code dispatches on exact types (`type(v) is ...`) throughout.
+Value: TypeAlias = Any
 
 
 def context_for(bits: int) -> gmpy2.context:
@@ -101,7 +104,7 @@ def context_for(bits: int) -> gmpy2.context:
 PI: Final = WORK.const_pi()
 E: Final = WORK.exp(mpz(1))
 TAU: Final = WORK.mul_2exp(PI, 1)
-I: Final = mpc(0, 1, precision=PRECISION_BITS)
+IMAGINARY_UNIT: Final = mpc(0, 1, precision=PRECISION_BITS)
 ZERO: Final = mpfr(0, PRECISION_BITS)
 ONE: Final = mpfr(1, PRECISION_BITS)
 
@@ -112,15 +115,15 @@ def is_exact(v: Value) -> bool:
 
 def exact_bits(v: mpz | mpq) -> int:
     if type(v) is mpz:
-        return v.bit_length()
-    return max(v.numerator.bit_length(), v.denominator.bit_length())
+        return int(v.bit_length())
+    return int(max(v.numerator.bit_length(), v.denominator.bit_length()))
 
 
 def exact_mag2(v: mpz | mpq) -> int:
     """Roughly log2|v| for a nonzero exact value (within 1)."""
     if type(v) is mpz:
-        return v.bit_length()
-    return v.numerator.bit_length() - v.denominator.bit_length()
+        return int(v.bit_length())
+    return int(v.numerator.bit_length() - v.denominator.bit_length())
 
 
 def normalize(v: mpz | mpq) -> mpz | mpq:
@@ -148,7 +151,7 @@ def sign(v: Value) -> int:
         return -1 if v.mant < 0 else 1
     if type(v) is Degrees:
         v = v.deg
-    return (v > 0) - (v < 0)  # type: ignore[operator]  (gmpy2.sign costs 8x a comparison)
+    return int((v > 0) - (v < 0))  # gmpy2.sign costs 8x a comparison
 
 
 def mag2(x: mpfr) -> int:
@@ -160,12 +163,12 @@ def to_mpfr(v: Value, bits: int = PRECISION_BITS) -> mpfr:
     """A real value as an mpfr of ``bits`` precision (an mpfr is returned as it is)."""
     t = type(v)
     if t is mpfr:
-        return v  # type: ignore[return-value]
+        return v
     if t is mpz or t is mpq:
         return context_for(bits).add(ZERO, v)  # exact v: rounded once, to nearest
     if t is Degrees:
         ctx = context_for(bits + 10)
-        return context_for(bits).plus(ctx.div(ctx.mul(ctx.const_pi(), v.deg), 180))  # type: ignore[union-attr]
+        return context_for(bits).plus(ctx.div(ctx.mul(ctx.const_pi(), v.deg), 180))
     if t is Huge:
         raise Fault(LimitError, "this value is too large or too small for that operation")
     raise Fault(LimitError, "complex values are not supported here")
@@ -227,19 +230,20 @@ def log2_estimate(v: Value) -> float:
     if type(v) is Huge:
         return v.exp + math.log2(abs(float(v.mant)))
     if type(v) is mpz:
-        return _log2_int(abs(v))
+        return log2_int(abs(v))
     if type(v) is mpq:
-        return _log2_int(abs(v.numerator)) - _log2_int(v.denominator)
+        return log2_int(abs(v.numerator)) - log2_int(v.denominator)
     x = to_mpfr(v)
     e, m = WORK.frexp(x)
     return int(e) + math.log2(abs(float(m)))
 
 
-def _log2_int(n: mpz) -> float:
+def log2_int(n: mpz) -> float:
+    """log2(n) for n > 0 as a float, for any size of n."""
     bl = n.bit_length()
     if bl <= 1000:
         return math.log2(n)
-    return bl - 64 + math.log2(n >> (bl - 64))
+    return float(bl - 64 + math.log2(n >> (bl - 64)))
 
 
 def snap(r: mpfr, reference_mag: int) -> mpfr:

@@ -204,7 +204,8 @@ def _hyperbolic(name: str) -> Impl:
         if type(x) is Huge or log2_estimate(x) > 62:
             raise Fault(LimitError, out_of_range(True))
         ctx = context_for(PRECISION_BITS + 80)
-        log2_result = ctx.sub(ctx.div(ctx.abs(to_mpfr(x, PRECISION_BITS + 80)), ctx.const_log2()), 1)
+        magnitude = ctx.abs(to_mpfr(x, PRECISION_BITS + 80))
+        log2_result = ctx.sub(ctx.div(magnitude, ctx.const_log2()), 1)
         if log2_result > CAP_LOG2:
             raise Fault(LimitError, out_of_range(True))
         if log2_result < MPFR_SAFE_EXP - 2:
