@@ -45,7 +45,14 @@ from __future__ import annotations
 from typing import Final
 
 from app.calculator.arithmetic import MAX_EXACT_FACTORIAL
-from app.calculator.cost import INLINE_BUDGET, INLINE_MAX_LENGTH, WORK_BUDGET, Ledger
+from app.calculator.cost import (
+    EVALUATION_UNITS,
+    INLINE_BUDGET,
+    INLINE_MAX_LENGTH,
+    TOKEN_MILLIUNITS,
+    WORK_BUDGET,
+    Ledger,
+)
 from app.calculator.display import make_result
 from app.calculator.errors import (
     CalcDomainError,
@@ -114,8 +121,10 @@ def _tokens(text: str, budget: int | None) -> list[str]:
             MAX_EXPRESSION_LENGTH,
             len(text) - MAX_EXPRESSION_LENGTH,
         )
-    if budget is not None and len(text) > budget * INLINE_MAX_LENGTH // INLINE_BUDGET:
-        raise OverBudget(len(text) * INLINE_BUDGET // INLINE_MAX_LENGTH, budget)
+    if budget is not None and len(text) > (budget - EVALUATION_UNITS) * 1000 // TOKEN_MILLIUNITS:
+        # At one token per character, its tokens alone would pass the budget (INLINE_MAX_LENGTH
+        # is this length for INLINE_BUDGET): refused before any work.
+        raise OverBudget(EVALUATION_UNITS + len(text) * TOKEN_MILLIUNITS // 1000, budget)
     return tokenize(text)
 
 

@@ -20,11 +20,13 @@ import gmpy2
 from gmpy2 import mpc, mpfr, mpq, mpz
 
 from app.calculator.cost import (
+    COMPLEX_UNITS,
     SMALL_BITS,
     Ledger,
     division_units,
     linear_units,
     multiply_units,
+    rational_units,
     transcendental_units,
 )
 from app.calculator.errors import CalcDomainError, DivisionByZero, Fault, LimitError
@@ -173,9 +175,9 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
         led.charge(linear_units(bits))
         return exact_result(a + b, led)
     if ta in _RATIONAL and tb in _RATIONAL:
-        bits = max(exact_bits(a), exact_bits(b))
-        if bits > SMALL_BITS:
-            led.charge(division_units(bits))  # gcd normalisation
+        bits_a, bits_b = exact_bits(a), exact_bits(b)
+        if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
+            led.charge(rational_units(bits_a, bits_b))  # gcd normalisation
         return exact_result(a + b, led)
     if ta in _PLAIN and tb in _PLAIN:
         r = WORK.add(a, b)
@@ -188,6 +190,7 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
         return Degrees(a.deg + b.deg)
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
+        led.charge(COMPLEX_UNITS)
         x, y = to_mpc(a), to_mpc(b)
         ref = max((complex_mag(z) for z in (x, y) if z != 0), default=0)
         return tidy_complex(WORK.add(x, y), ref)
@@ -223,9 +226,9 @@ def multiply(a: Value, b: Value, led: Ledger) -> Value:
             return exact_result(a * b, led)
         return a * b
     if ta in _RATIONAL and tb in _RATIONAL:
-        bits = max(exact_bits(a), exact_bits(b))
-        if bits > SMALL_BITS:
-            led.charge(division_units(bits))
+        bits_a, bits_b = exact_bits(a), exact_bits(b)
+        if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
+            led.charge(rational_units(bits_a, bits_b))
         return exact_result(a * b, led)
     if ta in _PLAIN and tb in _PLAIN:
         return _settled(WORK.mul(a, b))
@@ -235,6 +238,7 @@ def multiply(a: Value, b: Value, led: Ledger) -> Value:
         return Degrees(b.deg * a)
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
+        led.charge(COMPLEX_UNITS)
         return tidy_complex(WORK.mul(to_mpc(a), to_mpc(b)))
     if type(a) is Huge or type(b) is Huge:
         (ma, ea), (mb, eb) = parts(a), parts(b)
@@ -260,6 +264,7 @@ def divide(a: Value, b: Value, led: Ledger) -> Value:
         return exact_result(ratio(a.deg, b.deg), led)
     a, b = _real(a), _real(b)
     if type(a) is mpc or type(b) is mpc:
+        led.charge(COMPLEX_UNITS)
         return tidy_complex(WORK.div(to_mpc(a), to_mpc(b)))
     if type(a) is Huge or type(b) is Huge:
         (ma, ea), (mb, eb) = parts(a), parts(b)
@@ -425,7 +430,7 @@ def _positive_power(a: Value, b: Value, led: Ledger, negative: bool) -> Value:
     if abs(estimate) > CAP_LOG2:
         raise Fault(LimitError, out_of_range(estimate > 0))
     wp = PRECISION_BITS + 10 + max(0, int(abs(estimate))).bit_length()
-    led.charge(2 * transcendental_units(wp))
+    led.charge(3 * transcendental_units(wp))  # the estimate, the logarithm, the power
     if abs(estimate) < MPFR_SAFE_EXP - 2 and type(a) is not Huge and type(b) is not Huge:
         ctx = context_for(wp)
         r = WORK.plus(ctx.pow(to_mpfr(a, wp), b if is_exact(b) else to_mpfr(b, wp)))

@@ -31,6 +31,9 @@ from typing import Final
 from app.calculator.errors import Fault, LimitError, OverBudget
 
 __all__ = [
+    "CALL_UNITS",
+    "COMPLEX_UNITS",
+    "EVALUATION_UNITS",
     "INLINE_BUDGET",
     "INLINE_MAX_LENGTH",
     "SMALL_BITS",
@@ -41,6 +44,7 @@ __all__ = [
     "division_units",
     "linear_units",
     "multiply_units",
+    "rational_units",
     "transcendental_units",
 ]
 
@@ -48,10 +52,18 @@ __all__ = [
 # Calibration (measured with `scripts/bench_calculator.py --budget` and the probes it runs;
 # process CPU, median of 5, idle-ish shared 2-core machine)
 
-# Tokenising + parsing + evaluating one node + the small arithmetic it does: 0.35-0.5 µs per
-# token over the server corpus and the long sums ("1+1+...", "1/2+1/3+..."); charged at the
-# top of that range, in thousandths of a unit.
+# Tokenising + parsing + evaluating one token's share, with the small arithmetic it does:
+# 0.46 µs per token over "1+1+...+1" (10,000 tokens), in thousandths of a unit.
 TOKEN_MILLIUNITS: Final = 500
+# The fixed cost of one evaluation besides its tokens (the tokenizer call, the parser, the
+# result): "1+2" costs ~3.5 µs in all.
+EVALUATION_UNITS: Final = 3
+# One function call's Python dispatch (argument checks, conversions, the result's tidying):
+# "sqrt(2)+" costs 4.2 µs per term over 800 terms, 2 µs of it beyond its tokens.
+CALL_UNITS: Final = 2
+# One arithmetic operation on complex values (MPC plus the tidying of its parts): 6 µs per
+# operation over 1,400 products of (1+2i).
+COMPLEX_UNITS: Final = 6
 # GMP multiplication of n-bit operands: 6.4 µs at 10^4 bits, 180 µs at 10^5, 830 µs at 3.3e5,
 # 2,860 µs at 10^6; 0.25 * (n/1000)^1.4 is within 15% (above it past 10^6).
 _MUL_SCALE: Final = 0.25
@@ -65,9 +77,11 @@ _PARSE_MULS: Final = 1.8
 _ADD_BITS_PER_UNIT: Final = 150_000
 # Below this many bits GMP's work hides inside the per-token charge.
 SMALL_BITS: Final = 4096
-# One MPFR transcendental (sin, exp, log, ...) at 256 bits: 2.0-2.8 µs; pow is two of them.
-# At 512/1024/2048/4096 bits sin takes 4.0/9.1/23/84 µs: (p/256)^1.3 covers it up to 2048.
-_TRANSCENDENTAL_AT_256: Final = 3.0
+# One MPFR transcendental (sin, exp, log, ...) at 256 bits: 2.0-2.8 µs in MPFR, ~5.6 µs with
+# the range checks around it ("sin(7)+" costs 7.9 µs per term over 1,400 terms); a real power
+# is about three (3^0.7: 14 µs). At 512/1024/2048/4096 bits MPFR's sin takes 4.0/9.1/23/84 µs:
+# (p/256)^1.3 covers it up to 2048.
+_TRANSCENDENTAL_AT_256: Final = 5.0
 _TRANSCENDENTAL_EXPONENT: Final = 1.3
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +97,7 @@ WORK_BUDGET: Final = 10_000
 INLINE_BUDGET: Final = 250
 # At one token per character (the worst case: "1+1+1..."), tokenising and parsing a text
 # longer than this alone would pass INLINE_BUDGET; such a text is refused up front.
-INLINE_MAX_LENGTH: Final = INLINE_BUDGET * 1000 // TOKEN_MILLIUNITS
+INLINE_MAX_LENGTH: Final = (INLINE_BUDGET - EVALUATION_UNITS) * 1000 // TOKEN_MILLIUNITS
 
 
 def multiply_units(bits: int) -> int:
@@ -106,6 +120,13 @@ def digits_units(digits: int) -> int:
     if bits <= SMALL_BITS:
         return 0
     return int(_PARSE_MULS * _MUL_SCALE * (bits / 1000) ** _MUL_EXPONENT) + 1
+
+
+def rational_units(bits_a: int, bits_b: int) -> int:
+    """Units for an mpq operation on operands of ``bits_a`` and ``bits_b`` bits: the gcd of the
+    denominators dominates, and it is cheap when one of them is small (1/2 + 1/3 + ...)."""
+    small, large = min(bits_a, bits_b), max(bits_a, bits_b)
+    return division_units(small) + large // _ADD_BITS_PER_UNIT
 
 
 def linear_units(bits: int) -> int:
@@ -141,8 +162,8 @@ class Ledger:
             self._over()
 
     def charge_tokens(self, count: int) -> None:
-        """Charge tokenising, parsing and evaluating ``count`` tokens (in one step)."""
-        self.charge(-(-count * TOKEN_MILLIUNITS // 1000))
+        """Charge one evaluation of ``count`` tokens (tokenising, parsing, walking; one step)."""
+        self.charge(EVALUATION_UNITS - (-count * TOKEN_MILLIUNITS // 1000))
 
     def _over(self) -> None:
         if self.budget is not None and self.spent > self.budget:

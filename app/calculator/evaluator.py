@@ -16,7 +16,7 @@ from typing import Final
 from gmpy2 import mpz
 
 from app.calculator.arithmetic import BINARY, degrees, factorial, negate, power
-from app.calculator.cost import Ledger
+from app.calculator.cost import CALL_UNITS, Ledger
 from app.calculator.errors import CalcError, DivisionByZero, Fault
 from app.calculator.functions import CONSTANTS, FUNCTIONS
 from app.calculator.numbers import Value
@@ -73,6 +73,7 @@ class Evaluator:
         if self.error is not None:
             return _FAILED
         try:
+            self.ledger.charge(CALL_UNITS)
             return FUNCTIONS[name].impl(args, self.ledger)
         except Fault as fault:
             if fault.arg is None:
