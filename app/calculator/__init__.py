@@ -25,9 +25,10 @@ literal, as ``2j`` is in Python.
 
 Values: exact rationals on GMP (``mpz``/``mpq``) up to 100,000 digits, approximations on MPFR
 (correctly rounded at 256 bits, shown to 40 digits), complex values on MPC. See the modules:
-``tokens`` (splitting text), ``parser`` and ``tree`` (syntax), ``numbers`` (values and bounds),
-``arithmetic`` (operators), ``functions`` and ``trig`` (the function table), ``display``,
-``cost`` (work accounting and budgets), ``errors``.
+``tokens`` (splitting text), ``parser`` (the grammar, once), ``evaluator`` (values as the
+parser goes) and ``tree`` (the tree ``parse`` returns), ``numbers`` (values and bounds),
+``arithmetic`` (operators), ``powers`` (powers, roots, logarithms, factorial), ``functions`` and
+``trig`` (the function table), ``display``, ``cost`` (work accounting, budgets), ``errors``.
 
 Bounds, decided before any big computation starts (no watchdog, no clock)
 --------------------------------------------------------------------------
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from app.calculator.arithmetic import MAX_EXACT_FACTORIAL
 from app.calculator.cost import (
     EVALUATION_UNITS,
     INLINE_BUDGET,
@@ -75,6 +75,7 @@ from app.calculator.numbers import (
     PRECISION_BITS,
 )
 from app.calculator.parser import MAX_DEPTH, Parser
+from app.calculator.powers import MAX_EXACT_FACTORIAL
 from app.calculator.tokens import tokenize
 from app.calculator.tree import Node, TreeBuilder, unparse
 

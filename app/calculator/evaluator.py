@@ -15,11 +15,12 @@ from typing import Final
 
 from gmpy2 import mpz
 
-from app.calculator.arithmetic import BINARY, degrees, factorial, negate, power
+from app.calculator.arithmetic import BINARY, degrees, negate
 from app.calculator.cost import CALL_UNITS, Ledger
 from app.calculator.errors import CalcError, DivisionByZero, Fault
 from app.calculator.functions import CONSTANTS, FUNCTIONS
 from app.calculator.numbers import Value
+from app.calculator.powers import factorial, power
 from app.calculator.tokens import parse_number
 
 __all__ = ["Evaluator"]

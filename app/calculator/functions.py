@@ -23,9 +23,6 @@ from app.calculator.arithmetic import (
     add,
     compare,
     exact_result,
-    exact_root,
-    factorial,
-    ln_abs,
     multiply,
     near_int,
     negate,
@@ -63,6 +60,7 @@ from app.calculator.numbers import (
     tidy_complex,
     to_mpfr,
 )
+from app.calculator.powers import exact_root, factorial, ln_abs
 from app.calculator.trig import ATAN2, TRIG_FUNCTIONS
 
 __all__ = ["CONSTANTS", "FUNCTIONS", "FunctionSpec"]
