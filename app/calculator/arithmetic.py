@@ -24,7 +24,7 @@ from app.calculator.cost import (
     Ledger,
     division_units,
     linear_units,
-    multiply_units,
+    product_units,
     rational_units,
 )
 from app.calculator.errors import CalcDomainError, DivisionByZero, Fault, LimitError
@@ -144,8 +144,7 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
         return exact_result(a + b, led)
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
         bits_a, bits_b = exact_bits(a), exact_bits(b)
-        if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
-            led.charge(rational_units(bits_a, bits_b))  # gcd normalisation
+        led.charge(rational_units(bits_a, bits_b))  # lowest terms: gcds
         return exact_result(a + b, led)
     if ta in _PLAIN and tb in _PLAIN:
         r = WORK.add(a, b)
@@ -188,15 +187,14 @@ def subtract(a: Value, b: Value, led: Ledger) -> Value:
 def multiply(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if ta is mpz and tb is mpz:
-        bits = a.bit_length() + b.bit_length()
-        if bits > SMALL_BITS:
-            led.charge(multiply_units(bits))
+        bits_a, bits_b = a.bit_length(), b.bit_length()
+        if bits_a + bits_b > SMALL_BITS:
+            led.charge(product_units(bits_a, bits_b))
             return exact_result(a * b, led)
         return a * b
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
         bits_a, bits_b = exact_bits(a), exact_bits(b)
-        if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
-            led.charge(rational_units(bits_a, bits_b))
+        led.charge(rational_units(bits_a, bits_b))  # lowest terms: gcds
         return exact_result(a * b, led)
     if ta in _PLAIN and tb in _PLAIN:
         return _settled(WORK.mul(a, b))
@@ -219,9 +217,8 @@ def divide(a: Value, b: Value, led: Ledger) -> Value:
     if (tb is Degrees and b.deg == 0) or b == 0:
         raise Fault(DivisionByZero, "division by zero")
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
-        bits = max(exact_bits(a), exact_bits(b))
-        if bits > SMALL_BITS:
-            led.charge(division_units(bits))
+        bits_a, bits_b = exact_bits(a), exact_bits(b)
+        led.charge(rational_units(bits_a, bits_b))  # lowest terms: gcds
         q = mpq(a, b) if ta is mpz and tb is mpz else mpq(a) / b
         return exact_result(q, led)
     if ta in _PLAIN and tb in _PLAIN:

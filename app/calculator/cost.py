@@ -36,14 +36,17 @@ __all__ = [
     "EVALUATION_UNITS",
     "INLINE_BUDGET",
     "INLINE_MAX_LENGTH",
+    "RATIONAL_UNITS",
     "SMALL_BITS",
     "TOKEN_MILLIUNITS",
     "WORK_BUDGET",
     "Ledger",
     "digits_units",
     "division_units",
+    "gcd_units",
     "linear_units",
     "multiply_units",
+    "product_units",
     "rational_units",
     "transcendental_units",
 ]
@@ -64,17 +67,26 @@ CALL_UNITS: Final = 2
 # One arithmetic operation on complex values (MPC plus the tidying of its parts): 6 µs per
 # operation over 1,400 products of (1+2i).
 COMPLEX_UNITS: Final = 6
+# One operation on small rationals, and showing one (or a complex value): the Python around
+# GMP's few hundred nanoseconds ("1/3+1/6" costs 10 µs where "1+2" costs 4).
+RATIONAL_UNITS: Final = 2
 # GMP multiplication of n-bit operands: 6.4 µs at 10^4 bits, 180 µs at 10^5, 830 µs at 3.3e5,
-# 2,860 µs at 10^6; 0.25 * (n/1000)^1.4 is within 15% (above it past 10^6).
+# 2,860 µs at 10^6; 0.25 * (n/1000)^1.4 is within 15% (above it past 10^6). An unbalanced
+# product costs (large/small) balanced products of the small size (10^5 x 3,300 bits: 24 µs).
 _MUL_SCALE: Final = 0.25
 _MUL_EXPONENT: Final = 1.4
-# Division with remainder, an mpq sum (gcd normalisation) and mpz -> decimal digits each cost
-# 3-3.6 multiplications of the same size (divmod 636 µs at 10^5 bits, mpq + 565, digits 455).
-_DIVISION_MULS: Final = 3.5
+# Division with remainder and mpz -> decimal digits cost 3-4 multiplications of the same size
+# (divmod 635 µs at 10^5 bits, digits 461 µs).
+_DIVISION_MULS: Final = 4.0
 # Decimal digits -> mpz costs half of that (mpz(str): 248 µs at 10^5 bits).
 _PARSE_MULS: Final = 1.8
-# Addition: 0.5 µs at 10^5 bits, 5.6 µs at 10^6.
+# The gcd of two unrelated n-bit numbers, which every mpq operation needs: 77 µs at 10^4 bits,
+# 539 µs at 3.3e4, 3.0 ms at 10^5 (12-19 multiplications); mpq * mpq takes two (6.4 ms at 10^5).
+_GCD_MULS: Final = 18.0
+# Addition: 0.5 µs at 10^5 bits, 5.6 µs at 10^6; an mpq and a small one, ~1 µs per 5,000 bits
+# with the Python around it (1/2 + 1/3 + 1/5 + ... over 1,200 primes).
 _ADD_BITS_PER_UNIT: Final = 150_000
+_RATIONAL_BITS_PER_UNIT: Final = 5_000
 # Below this many bits GMP's work hides inside the per-token charge.
 SMALL_BITS: Final = 4096
 # One MPFR transcendental (sin, exp, log, ...) at 256 bits: 2.0-2.8 µs in MPFR, ~5.6 µs with
@@ -100,18 +112,39 @@ INLINE_BUDGET: Final = 250
 INLINE_MAX_LENGTH: Final = (INLINE_BUDGET - EVALUATION_UNITS) * 1000 // TOKEN_MILLIUNITS
 
 
+def _mul(bits: int) -> float:
+    return float(_MUL_SCALE * (bits / 1000) ** _MUL_EXPONENT)
+
+
 def multiply_units(bits: int) -> int:
-    """Units for a GMP product (or power) whose result has ``bits`` bits."""
+    """Units for a GMP power (or balanced product) whose result has ``bits`` bits."""
     if bits <= SMALL_BITS:
         return 0
-    return int(_MUL_SCALE * (bits / 1000) ** _MUL_EXPONENT) + 1
+    return int(_mul(bits)) + 1
+
+
+def product_units(bits_a: int, bits_b: int) -> int:
+    """Units for the product of a ``bits_a``-bit and a ``bits_b``-bit integer."""
+    small, large = min(bits_a, bits_b), max(bits_a, bits_b)
+    if large <= SMALL_BITS:
+        return 0
+    if small <= 1000:
+        return large // _ADD_BITS_PER_UNIT + 1
+    return int(large / small * _mul(small)) + 1
+
+
+def gcd_units(bits: int) -> int:
+    """Units for the gcd of two ``bits``-bit integers."""
+    if bits <= 1000:
+        return 0
+    return int(_GCD_MULS * _mul(bits)) + 1
 
 
 def division_units(bits: int) -> int:
-    """Units for a division, an mpq operation or a conversion to decimal, ``bits`` bits."""
+    """Units for a division with remainder, or a conversion to decimal, on ``bits`` bits."""
     if bits <= SMALL_BITS:
         return 0
-    return int(_DIVISION_MULS * _MUL_SCALE * (bits / 1000) ** _MUL_EXPONENT) + 1
+    return int(_DIVISION_MULS * _mul(bits)) + 1
 
 
 def digits_units(digits: int) -> int:
@@ -123,10 +156,15 @@ def digits_units(digits: int) -> int:
 
 
 def rational_units(bits_a: int, bits_b: int) -> int:
-    """Units for an mpq operation on operands of ``bits_a`` and ``bits_b`` bits: the gcd of the
-    denominators dominates, and it is cheap when one of them is small (1/2 + 1/3 + ...)."""
+    """Units for an mpq operation on operands of ``bits_a`` and ``bits_b`` bits: two gcds of the
+    smaller size dominate, and they are cheap when one operand is small (1/2 + 1/3 + ...)."""
     small, large = min(bits_a, bits_b), max(bits_a, bits_b)
-    return division_units(small) + large // _ADD_BITS_PER_UNIT
+    return (
+        RATIONAL_UNITS
+        + 2 * gcd_units(small)
+        + product_units(small, large)
+        + large // _RATIONAL_BITS_PER_UNIT
+    )
 
 
 def linear_units(bits: int) -> int:

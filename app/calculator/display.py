@@ -17,7 +17,7 @@ from typing import Final
 
 from gmpy2 import mpc, mpfr, mpq, mpz
 
-from app.calculator.cost import SMALL_BITS, Ledger, division_units
+from app.calculator.cost import RATIONAL_UNITS, SMALL_BITS, Ledger, division_units
 from app.calculator.errors import Fault, LimitError, Result
 from app.calculator.numbers import (
     DISPLAY_DIGITS,
@@ -48,9 +48,10 @@ def make_result(text: str, value: Value, led: Ledger) -> Result:
         return Result(text, str(value), True, None)
     if t is mpq:
         num, den = value.numerator, value.denominator
-        led.charge(3 * division_units(max(num.bit_length(), den.bit_length())))
+        led.charge(RATIONAL_UNITS + 3 * division_units(max(num.bit_length(), den.bit_length())))
         return Result(text, _fraction(num, den), True, str(num) + "/" + str(den))
     if t is mpc:
+        led.charge(RATIONAL_UNITS)  # two parts to show
         return Result(text, _complex(value), False, None)
     if t is Huge:
         return Result(text, _huge(value), False, None)

@@ -27,7 +27,14 @@ from app.calculator.arithmetic import (
     near_int,
     negate,
 )
-from app.calculator.cost import Ledger, division_units, multiply_units, transcendental_units
+from app.calculator.cost import (
+    Ledger,
+    division_units,
+    gcd_units,
+    multiply_units,
+    product_units,
+    transcendental_units,
+)
 from app.calculator.errors import CalcDomainError, Fault, LimitError
 from app.calculator.numbers import (
     CAP_LOG2,
@@ -360,7 +367,7 @@ def _integers(args: list[Value], name: str) -> list[mpz]:
 def _gcd(args: list[Value], led: Ledger) -> Value:
     ints = _integers(args, "gcd")
     for v in ints:
-        led.charge(division_units(v.bit_length()))
+        led.charge(gcd_units(v.bit_length()))
     return gmpy2.gcd(*ints)
 
 
@@ -368,7 +375,8 @@ def _lcm(args: list[Value], led: Ledger) -> Value:
     ints = _integers(args, "lcm")
     acc = abs(ints[0])
     for v in ints[1:]:
-        led.charge(division_units(max(v.bit_length(), acc.bit_length())))
+        led.charge(gcd_units(min(v.bit_length(), acc.bit_length())))
+        led.charge(product_units(v.bit_length(), acc.bit_length()))
         if acc.bit_length() + v.bit_length() > 2 * MAX_EXACT_BITS:
             raise Fault(LimitError, "lcm is too large to compute exactly")
         acc = gmpy2.lcm(acc, v)
