@@ -13,6 +13,8 @@ MPFR's exponent range is a `Huge`, on which products, quotients, powers and sums
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from typing import Final
 
 import gmpy2
@@ -20,6 +22,7 @@ from gmpy2 import mpc, mpfr, mpq, mpz
 
 from app.calculator.cost import (
     COMPLEX_UNITS,
+    RATIONAL_UNITS,
     SMALL_BITS,
     Ledger,
     division_units,
@@ -88,12 +91,20 @@ def exact_result(v: Exact, led: Ledger) -> Value:
     return fit(to_mpfr(v))
 
 
-def _rational_bits(a: Value, b: Value) -> int:
-    """The larger size of two exact operands, or -1 when either is not exact."""
-    ta, tb = type(a), type(b)
-    if (ta is mpz or ta is mpq) and (tb is mpz or tb is mpq):
-        return max(exact_bits(a), exact_bits(b))
-    return -1
+def _rational(op: Callable[[Value, Value], Value], a: Value, b: Value, led: Ledger) -> Value:
+    """``op(a, b)`` on rationals (at least one an mpq, or a quotient), charged first: GMP keeps
+    it in lowest terms with gcds. Within the exact bound, or approximated."""
+    bits_a, bits_b = exact_bits(a), exact_bits(b)
+    if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
+        led.charge(rational_units(bits_a, bits_b))
+        return exact_result(op(a, b), led)
+    led.charge(RATIONAL_UNITS)
+    result = op(a, b)
+    return result.numerator if type(result) is mpq and result.denominator == 1 else result
+
+
+def _quotient(a: Value, b: Value) -> Value:
+    return mpq(a, b) if type(a) is mpz and type(b) is mpz else mpq(a) / b
 
 
 def plain_number(v: Value) -> Value:
@@ -143,9 +154,7 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
         led.charge(linear_units(bits))
         return exact_result(a + b, led)
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
-        bits_a, bits_b = exact_bits(a), exact_bits(b)
-        led.charge(rational_units(bits_a, bits_b))  # lowest terms: gcds
-        return exact_result(a + b, led)
+        return _rational(operator.add, a, b, led)
     if ta in _PLAIN and tb in _PLAIN:
         r = WORK.add(a, b)
         if a == 0 or b == 0 or r == 0:
@@ -193,9 +202,7 @@ def multiply(a: Value, b: Value, led: Ledger) -> Value:
             return exact_result(a * b, led)
         return a * b
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
-        bits_a, bits_b = exact_bits(a), exact_bits(b)
-        led.charge(rational_units(bits_a, bits_b))  # lowest terms: gcds
-        return exact_result(a * b, led)
+        return _rational(operator.mul, a, b, led)
     if ta in _PLAIN and tb in _PLAIN:
         return _settled(WORK.mul(a, b))
     if ta is Degrees and tb in RATIONAL_TYPES:
@@ -217,10 +224,7 @@ def divide(a: Value, b: Value, led: Ledger) -> Value:
     if (tb is Degrees and b.deg == 0) or b == 0:
         raise Fault(DivisionByZero, "division by zero")
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
-        bits_a, bits_b = exact_bits(a), exact_bits(b)
-        led.charge(rational_units(bits_a, bits_b))  # lowest terms: gcds
-        q = mpq(a, b) if ta is mpz and tb is mpz else mpq(a) / b
-        return exact_result(q, led)
+        return _rational(_quotient, a, b, led)
     if ta in _PLAIN and tb in _PLAIN:
         return _settled(WORK.div(a, b))
     if ta is Degrees and tb in RATIONAL_TYPES:

@@ -12,7 +12,6 @@ Printing big numbers is real work, charged to the ledger before it is done.
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 from gmpy2 import mpc, mpfr, mpq, mpz
@@ -27,14 +26,12 @@ from app.calculator.numbers import (
     Huge,
     Value,
     context_for,
-    log2_int,
     out_of_range,
     to_mpfr,
 )
 
 __all__ = ["make_result"]
 
-_LOG10_2: Final = 0.3010299956639812
 _PLAIN_MIN_EXP10: Final = -10  # 1e-10 is still shown as 0.0000000001
 _PLAIN_MAX_EXP10: Final = DISPLAY_DIGITS - 1  # 1e40 is shown as 1e40
 
@@ -110,12 +107,12 @@ def _fraction(num: mpz, den: mpz) -> str:
 
     With k chosen so that floor(p/q * 10^k) has DISPLAY_DIGITS digits, its digits are those of
     p/q and the remainder rounds it half up; the estimate of k comes from bit lengths and is
-    off by one at most, which the length of the digits shows (then it is done once more).
+    off by one or two at most, which the length of the digits shows (then it is done again).
     """
     negative = num < 0
     p, q = abs(num), den
-    e = math.floor((log2_int(p) - log2_int(q)) * _LOG10_2)  # floor(log10(p/q)), or one off
-    for _ in range(3):
+    e = int(p.num_digits(10) - q.num_digits(10))  # floor(log10(p/q)), or one or two off
+    for _ in range(4):
         shift = DISPLAY_DIGITS - 1 - e
         if shift >= 0:
             n, r = divmod(p * _pow10(shift), q)

@@ -170,37 +170,32 @@ class Parser(Generic[T]):
                 left = actions.postfix(tok, left, start, i)
                 chain_bp = 0
                 continue
-            self.pos = i + 1
+            j = i + 1
+            self.pos = j
             if bp == _POWER_BP:
                 exponent, _ = self._expr(_POWER_BP - 1)
                 left = actions.power(tok, left, exponent, start, self.pos)
                 chain_bp = 0
+                i = self.pos
+                continue
+            # The right operand. Most are plain integers that nothing after them binds into
+            # (1+2*3's 1 and 3): they need no recursive call, the commonest step of parsing.
+            if (
+                j < n
+                and (operand := toks[j]).isdigit()
+                and operand.isascii()  # "²".isdigit() too: only ASCII digits are numbers
+                and (j + 1 == n or _LBP.get(toks[j + 1], 99) <= bp)
+            ):
+                right = actions.integer(operand, j)
+                i = j + 1
             else:
-                right_start = self.pos
-                right = self._operand(bp)
-                left = actions.binary(
-                    CANON[tok], left, right, start, right_start, self.pos, chain_bp == bp
-                )
-                chain_bp = bp
-            i = self.pos
+                right = self._expr(bp)[0]
+                i = self.pos
+            left = actions.binary(CANON[tok], left, right, start, j, i, chain_bp == bp)
+            chain_bp = bp
         self.pos = i
         self.depth = depth - 1
         return left, start
-
-    def _operand(self, bp: int) -> T:
-        """The right operand of a binary operator of binding power ``bp``.
-
-        Most operands are plain integers that nothing after them binds into (``1+2*3``'s 1 and
-        3): they need no recursive call, the commonest step of parsing.
-        """
-        toks = self.toks
-        j = self.pos
-        if j + 1 < len(toks) and _LBP.get(toks[j + 1], 99) > bp:
-            return self._expr(bp)[0]
-        if j < len(toks) and (tok := toks[j]).isdigit() and tok.isascii():
-            self.pos = j + 1  # "²".isdigit() too: only ASCII digits are numbers
-            return self.actions.integer(tok, j)
-        return self._expr(bp)[0]
 
     def _prefix(self) -> tuple[T, int]:
         """The operand that starts at ``self.pos``, and its first token."""
