@@ -189,3 +189,28 @@ def test_every_displayed_digit_is_right() -> None:
 )
 def test_known_values(text: str, reference: object) -> None:
     assert displayed(evaluate(text).display) == rounded(reference), text
+
+
+def test_results_do_not_depend_on_the_threads_gmpy2_context() -> None:
+    """The calculator computes through explicit contexts only: a thread whose current gmpy2
+    context has 24 bits, rounds down and a tiny exponent range gets the same answers."""
+    import threading
+
+    import gmpy2
+
+    cases = [text for text, _ in references(300, seed=7)] + [
+        "1e999999999 / 3", "99999999!", "sin(30°)", "(1+2i)*(3-i)", "-sqrt(2)", "abs(-pi)",
+    ]  # fmt: skip
+    expected = [_display(text) for text in cases]
+    seen: list[str] = []
+
+    def hostile_context() -> None:
+        gmpy2.set_context(
+            gmpy2.context(precision=24, round=gmpy2.RoundDown, emax=1000, emin=-1000)
+        )
+        seen.extend(_display(text) for text in cases)
+
+    thread = threading.Thread(target=hostile_context)
+    thread.start()
+    thread.join()
+    assert seen == expected

@@ -11,8 +11,10 @@ A value is one of:
 * ``mpc`` (MPC): a complex approximation, both parts at ``PRECISION_BITS``.
 
 Strategy: MPFR work goes through explicit ``gmpy2.context`` objects (``WORK`` and
-``context_for(bits)``), never through gmpy2's per-thread current context, so that no request can
-see another's precision and nothing depends on what a thread set before. Exact operands are
+``context_for(bits)``), so that no request can see another's precision. The few gmpy2 calls
+that still read the thread's current context (an mpfr's decimal digits round in its rounding
+mode) see ``WORK`` too: ``evaluate()`` makes it current for its duration, whatever the calling
+thread had set (tests/test_calculator_mpfr.py runs the corpus under a 24-bit, round-down one). Exact operands are
 handed to MPFR as they are: gmpy2 converts an mpz or mpq exactly, so ``sqrt(2) + 1/(10^9999-1)``
 is rounded once, from the true sum.
 """

@@ -183,13 +183,14 @@ def ln_abs(v: Value, bits: int) -> mpfr:
     if type(v) is Huge:
         wide = context_for(bits + 10 + abs(v.exp).bit_length())
         return ctx.plus(wide.add(wide.log(WORK.abs(v.mant)), wide.mul(wide.const_log2(), v.exp)))
-    if type(v) is mpz or type(v) is mpq:
+    # Away from 1 (|ln v| > 0.4), rounding v to ``bits`` first costs under an ulp of the result.
+    if type(v) is mpz:
+        return ZERO if v == 1 or v == -1 else ctx.log(abs(v))
+    if type(v) is mpq:
         d = abs(v) - 1
-        if d == 0:
-            return ZERO
         if -0.5 < d < 0.5:  # near 1, log1p keeps the digits of d that rounding 1 + d drops
             return ctx.log1p(to_mpfr(d, bits + 10))
-        return ctx.log(to_mpfr(abs(v), bits + 10))
+        return ctx.log(abs(v))
     return ctx.log(ctx.abs(to_mpfr(v)))
 
 
