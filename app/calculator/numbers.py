@@ -14,9 +14,9 @@ Strategy: MPFR work goes through explicit ``gmpy2.context`` objects (``WORK`` an
 ``context_for(bits)``), so that no request can see another's precision. The few gmpy2 calls
 that still read the thread's current context (an mpfr's decimal digits round in its rounding
 mode) see ``WORK`` too: ``evaluate()`` makes it current for its duration, whatever the calling
-thread had set (tests/test_calculator_mpfr.py runs the corpus under a 24-bit, round-down one). Exact operands are
-handed to MPFR as they are: gmpy2 converts an mpz or mpq exactly, so ``sqrt(2) + 1/(10^9999-1)``
-is rounded once, from the true sum.
+thread had set (tests/test_calculator_mpfr.py runs the corpus under a 24-bit, round-down one).
+Exact operands are handed to MPFR as they are: gmpy2 converts an mpz or mpq exactly, so
+``sqrt(2) + 1/(10^9999-1)`` is rounded once, from the true sum.
 """
 
 from __future__ import annotations
