@@ -110,6 +110,14 @@ def test_a_large_budget_is_a_full_evaluation() -> None:
         evaluate(text, budget=WORK_BUDGET // 2)
 
 
+def test_over_budget_can_be_raised_bare() -> None:
+    # A caller with nothing to spend inline (routes, budget 0) raises it without evaluating.
+    with pytest.raises(OverBudget):
+        raise OverBudget
+    with pytest.raises(OverBudget):
+        evaluate("1+2", budget=0)
+
+
 def test_the_estimate_is_deterministic() -> None:
     for text in COSTLY[:3] + CHEAP[:3]:
         assert estimate_work(text) == estimate_work(text)

@@ -26,6 +26,7 @@ from app.calculator.cost import (
     SMALL_BITS,
     Ledger,
     division_units,
+    gcd_units,
     linear_units,
     product_units,
     rational_units,
@@ -96,7 +97,10 @@ def _rational(op: Callable[[Value, Value], Value], a: Value, b: Value, led: Ledg
     it in lowest terms with gcds. Within the exact bound, or approximated."""
     bits_a, bits_b = exact_bits(a), exact_bits(b)
     if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
-        led.charge(rational_units(bits_a, bits_b))
+        if type(a) is mpz and type(b) is mpz:  # a quotient of integers: one gcd
+            led.charge(RATIONAL_UNITS + gcd_units(min(bits_a, bits_b)))
+        else:
+            led.charge(rational_units(bits_a, bits_b))
         return exact_result(op(a, b), led)
     led.charge(RATIONAL_UNITS)
     result = op(a, b)

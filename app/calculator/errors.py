@@ -76,7 +76,7 @@ class OverBudget(Exception):
     units, at the moment it passed ``budget``.
     """
 
-    def __init__(self, spent: int, budget: int) -> None:
+    def __init__(self, spent: int = 0, budget: int = 0) -> None:  # a caller may raise it bare
         super().__init__(f"needs more than {budget} work units (estimate so far: {spent})")
         self.spent = spent
         self.budget = budget
