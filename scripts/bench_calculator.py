@@ -1,17 +1,22 @@
-"""Benchmark app.calculator.evaluate: throughput on realistic input, and the hostile bound.
+"""Benchmark app.calculator.evaluate: throughput, the hostile bound, the budget's calibration.
 
     python scripts/bench_calculator.py                 # throughput (evaluations/s, µs each)
     python scripts/bench_calculator.py --hostile       # time every hostile expression; exit 1 if
                                                        # any takes more than --bound-ms (100)
-    python scripts/bench_calculator.py --check N       # differential check of the fast path
-                                                       # against the tree path on N random inputs
     python scripts/bench_calculator.py --server-corpus # CPU µs per evaluation over the 1,200
                                                        # expressions bench.py POSTs, by class
+    python scripts/bench_calculator.py --budget        # work units estimated vs CPU µs measured,
+                                                       # per class of expression (calibration)
+    python scripts/bench_calculator.py --differential N  # N random expressions against mpmath
+                                                       # at 1,000 bits (every displayed digit)
+    ... --against OLD.py       # the same, side by side, for another calculator module (e.g.
+                               # the single-file one: git show main:app/calculator.py > OLD.py)
 
 Throughput: every expression is evaluated from scratch (no caching exists to defeat); each
 figure is the median of --runs runs, each run the mean over enough repetitions to last ~0.2 s.
 Hostile: each expression is timed --runs times and its *worst* run is compared with the bound, so
-a passing run means "even the slowest of N attempts stayed inside the bound".
+a passing run means "even the slowest of N attempts stayed inside the bound". With --against,
+the two modules' runs are interleaved, so load on a shared machine hits both alike.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ import collections
 import contextlib
 import gc
 import importlib.util
-import random
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote_plus
@@ -32,7 +37,15 @@ from urllib.parse import unquote_plus
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import calculator
-from app.calculator import MAX_EXPRESSION_LENGTH, CalcError, evaluate
+from app.calculator import (
+    INLINE_BUDGET,
+    MAX_EXACT_FACTORIAL,
+    MAX_EXPRESSION_LENGTH,
+    CalcError,
+    estimate_work,
+)
+
+Evaluate = Callable[[str], object]
 
 SHORT = "2*(3+4)/5"
 # 60 tokens: numbers, operators, parentheses, calls; exact and inexact parts.
@@ -139,6 +152,32 @@ def _hostile() -> list[tuple[str, str]]:
         ("floor of approx huge", "floor(1e999999999)"),
         ("mod chain huge", "%".join(["(10^9999-1)"] * 100)),
         ("3^2000000", "3^2000000"),
+        # the exact bounds raised by GMP (issue 16)
+        ("exact 25000!", "25000!"),
+        (f"exact {MAX_EXACT_FACTORIAL}!", f"{MAX_EXACT_FACTORIAL}!"),
+        ("just past exact factorial", f"{MAX_EXACT_FACTORIAL + 1}!"),
+        ("exact 7^123456", "7^123456"),
+        ("exact 10^109999", "10^109999"),
+        ("exact 110,000-digit fraction", "(10^54999+1)/(10^54998+3)"),
+        ("exact factorial sum 25000!", "+".join(["25000!"] * 300)),
+        ("exact big gcd", "gcd(3^200000 - 1, 7^100000 - 1)"),
+        ("exact big modulo", "(7^123456) % (3^100000 + 2)"),
+        ("round 100000 digits", "round(10^99999/7, 99999)"),
+        ("big decimal literal 10k", "0." + "7" * (MAX_EXPRESSION_LENGTH - 2)),
+        # complex values (MPC) and degree literals
+        ("complex power tower", "(1+i)^(1+i)^(1+i)^(1+i)"),
+        ("complex huge power", "(1+i)^(10^100)"),
+        ("complex tiny power", "(1+i)^(-(10^100))"),
+        ("complex exp huge", "exp(10^6 * i + 10^6)"),
+        ("complex sin huge", "sin(10^9 * i)"),
+        ("complex sqrt of huge negative", "sqrt(-(10^99999))"),
+        ("complex ln of huge negative", "ln(-(10^109999))"),
+        ("many complex products", "*".join(["(1+2i)"] * 1400)),
+        ("many complex roots", "+".join(["sqrt(-7)"] * 1100)),
+        ("degrees of huge", "sin((10^300)°)"),
+        ("degrees exact huge", "sin((10^109999 + 30)°)"),
+        ("many degree sines", "+".join(["sin(30°)"] * 1100)),
+        ("many degree tangents", "+".join(["tan(1°)"] * 1100)),
     ]
     return items
 
@@ -168,11 +207,23 @@ def _primes(limit: int) -> list[int]:
     return out
 
 
-def _run(text: str) -> str:
+def _run(evaluate: Evaluate, text: str) -> str:
     try:
-        return evaluate(text).display[:60]
+        return evaluate(text).display[:60]  # type: ignore[attr-defined, no-any-return]
     except CalcError as err:
         return f"{err.kind}: {err.message[:70]}"
+    except Exception as err:  # another module's error classes
+        return f"{getattr(err, 'kind', type(err).__name__)}: {str(err)[:70]}"
+
+
+def load_module(path: str) -> types.ModuleType:
+    """Another calculator (a single-file module, e.g. a previous commit's), to compare with."""
+    spec = importlib.util.spec_from_file_location("_calculator_against", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def _time_per_call(fn: Callable[[], object], min_time: float = 0.2) -> float:
@@ -188,29 +239,31 @@ def _time_per_call(fn: Callable[[], object], min_time: float = 0.2) -> float:
         n *= 2 if elapsed > min_time / 10 else 10
 
 
-def throughput(runs: int) -> None:
-    def corpus() -> None:
-        for text in CORPUS:
-            with contextlib.suppress(CalcError):
-                evaluate(text)
-
+def throughput(modules: dict[str, Evaluate], runs: int) -> None:
     print(f"calculator throughput (median of {runs} runs; no caching)")
-    for label, fn, per in (
-        (f"short   {SHORT!r}", lambda: evaluate(SHORT), 1),
-        (f"60-token ({len(SIXTY)} chars)", lambda: evaluate(SIXTY), 1),
-        (f"corpus  ({len(CORPUS)} varied expressions)", corpus, len(CORPUS)),
-    ):
-        samples = [_time_per_call(fn) / per for _ in range(runs)]
-        med = statistics.median(samples)
-        print(
-            f"  {label:45} {med * 1e6:8.2f} µs/eval  {1 / med:10,.0f} evals/s"
-            f"  (min {min(samples) * 1e6:.2f}, max {max(samples) * 1e6:.2f})"
-        )
+    for name, evaluate in modules.items():
+
+        def corpus(evaluate: Evaluate = evaluate) -> None:
+            for text in CORPUS:
+                with contextlib.suppress(Exception):
+                    evaluate(text)
+
+        for label, fn, per in (
+            (f"short   {SHORT!r}", lambda evaluate=evaluate: evaluate(SHORT), 1),
+            (f"60-token ({len(SIXTY)} chars)", lambda evaluate=evaluate: evaluate(SIXTY), 1),
+            (f"corpus  ({len(CORPUS)} varied expressions)", corpus, len(CORPUS)),
+        ):
+            samples = [_time_per_call(fn) / per for _ in range(runs)]
+            med = statistics.median(samples)
+            print(
+                f"  {name:8} {label:45} {med * 1e6:8.2f} µs/eval  {1 / med:10,.0f} evals/s"
+                f"  (min {min(samples) * 1e6:.2f}, max {max(samples) * 1e6:.2f})"
+            )
 
 
 def server_corpus() -> list[tuple[str, str]]:
     """(class, expression) for the POST bodies the server benchmark sends: scripts/bench.py's own
-    check_corpus() (its candidates, then seeded `EXPR+N` variants), decoded.  The class of a
+    check_corpus() (its candidates, then seeded `EXPR+N` variants), decoded. The class of a
     variant is the candidate it extends."""
     path = Path(__file__).resolve().parent / "bench.py"
     spec = importlib.util.spec_from_file_location("_bench_server", path)
@@ -227,120 +280,147 @@ def server_corpus() -> list[tuple[str, str]]:
     return out
 
 
-def corpus_cost(runs: int) -> None:
-    """Median process-CPU µs per evaluation over the server corpus, overall and by class."""
+def _cpu_per_eval(evaluate: Evaluate, exprs: list[str]) -> float:
+    """Process-CPU seconds per evaluation over ``exprs``, repeated to ~2,400 evaluations."""
+    reps = max(1, 2400 // len(exprs))
+    start = time.process_time()
+    for _ in range(reps):
+        for text in exprs:
+            evaluate(text)
+    return (time.process_time() - start) / (reps * len(exprs))
+
+
+def corpus_cost(modules: dict[str, Evaluate], runs: int) -> None:
+    """Median process-CPU µs per evaluation over the server corpus, overall and by class; the
+    modules' runs interleaved."""
     rows = server_corpus()
     classes: dict[str, list[str]] = collections.defaultdict(list)
     for cls, expr in rows:
         classes[cls].append(expr)
-
-    def per_eval(exprs: list[str]) -> float:
-        samples = []
-        for _ in range(runs):
-            reps = max(1, 2400 // len(exprs))
-            start = time.process_time()
-            for _ in range(reps):
-                for text in exprs:
-                    evaluate(text)
-            samples.append((time.process_time() - start) / (reps * len(exprs)))
-        return statistics.median(samples) * 1e6
-
     all_exprs = [expr for _, expr in rows]
-    for text in all_exprs:  # warm mpmath's caches
-        evaluate(text)
-    total = per_eval(all_exprs)
+    for evaluate in modules.values():
+        for text in all_exprs:  # warm caches (constants, contexts, the old module's mpmath)
+            evaluate(text)
+    totals: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(runs):
+        for name, evaluate in modules.items():
+            totals[name].append(_cpu_per_eval(evaluate, all_exprs))
     print(f"server corpus: {len(rows)} expressions, {len(classes)} classes; median of {runs} runs")
-    print(f"  all            {total:8.2f} µs/eval (process CPU)")
-    costs = {cls: per_eval(exprs) for cls, exprs in classes.items()}
-    weight = sum(costs[cls] * len(exprs) for cls, exprs in classes.items())
-    for cls in sorted(costs, key=lambda c: -costs[c] * len(classes[c])):
-        share = costs[cls] * len(classes[cls]) / weight * 100
-        print(f"  {costs[cls]:8.2f} µs  x{len(classes[cls]):3}  {share:5.1f}%  {cls}")
+    medians = {name: statistics.median(samples) * 1e6 for name, samples in totals.items()}
+    for name, med in medians.items():
+        print(f"  {name:8} all {med:8.2f} µs/eval (process CPU)  runs: "
+              + " ".join(f"{t * 1e6:.2f}" for t in totals[name]))
+    if len(medians) == 2:
+        (a, ma), (b, mb) = medians.items()
+        print(f"  {b} / {a}: {mb / ma:.2f}x the CPU ({ma / mb:.2f}x faster)")
+    costs = {
+        cls: {name: statistics.median(_cpu_per_eval(ev, exprs) for _ in range(3)) * 1e6
+              for name, ev in modules.items()}
+        for cls, exprs in classes.items()
+    }
+    first = next(iter(modules))
+    print("  by class (µs/eval): " + "  ".join(f"{name:>8}" for name in modules))
+    for cls in sorted(costs, key=lambda c: -costs[c][first] * len(classes[c])):
+        cells = "  ".join(f"{costs[cls][name]:8.2f}" for name in modules)
+        print(f"    x{len(classes[cls]):3}  {cells}  {cls}")
 
 
-def hostile(runs: int, bound_ms: float) -> int:
-    worst_all = 0.0
+def hostile(modules: dict[str, Evaluate], runs: int, bound_ms: float) -> int:
+    worst_all = dict.fromkeys(modules, 0.0)
     failures = []
     print(f"hostile inputs: worst of {runs} runs each, bound {bound_ms:.0f} ms")
     for label, text in _hostile():
-        outcome = _run(text)
-        times = []
-        for _ in range(runs):
-            gc.collect()
-            start = time.perf_counter()
-            _run(text)
-            times.append(time.perf_counter() - start)
-        worst = max(times) * 1000
-        worst_all = max(worst_all, worst)
-        flag = "SLOW" if worst > bound_ms else "ok  "
-        if worst > bound_ms:
-            failures.append(label)
-        print(f"  {flag} {worst:8.2f} ms  {label:28} -> {outcome}")
-    print(f"slowest: {worst_all:.2f} ms; over the bound: {len(failures)} {failures or ''}")
+        cells = []
+        for name, evaluate in modules.items():
+            outcome = _run(evaluate, text)
+            times = []
+            for _ in range(runs):
+                gc.collect()
+                start = time.perf_counter()
+                _run(evaluate, text)
+                times.append(time.perf_counter() - start)
+            worst = max(times) * 1000
+            worst_all[name] = max(worst_all[name], worst)
+            if worst > bound_ms and name == "new":
+                failures.append(label)
+            cells.append(f"{'SLOW' if worst > bound_ms else 'ok  '} {name} {worst:8.2f} ms")
+        print(f"  {'  '.join(cells)}  {label:30} -> {outcome}")
+    for name, worst in worst_all.items():
+        print(f"slowest ({name}): {worst:.2f} ms")
+    print(f"over the bound: {len(failures)} {failures or ''}")
     return 1 if failures else 0
 
 
-_ATOMS = ["0", "1", "2", "3", "7", "10", "12", "255", "0.5", ".25", "3.", "1.07", "19.99",
-          "1e3", "2.5E-4", "1e-7", "4294967296", "9223372036854775807", "99999999999999999999",
-          "pi", "π", "e", "tau", "PI"]
-_FUNCS = ["sqrt", "cbrt", "abs", "exp", "ln", "log", "sin", "cos", "tan", "atan", "floor",
-          "ceil", "round", "trunc", "min", "max", "gcd", "lcm", "hypot", "factorial", "atan2"]
-_OPS = ["+", "-", "*", "/", "//", "%", "^", "**", "×", "÷", "−"]
-_NOISE = ["(", ")", ",", "!", "√", "-", "+", " ", "x", "²", "٣", "$", ".", "sqr", "1", "(("]
+# Classes of expression for the budget's calibration: (class, expressions).
+_BUDGET_CLASSES: list[tuple[str, list[str]]] = [
+    ("tiny: 1+2, 2^10", ["1+2", "2^10", "12345679*9", "10!"]),
+    ("short exact: 1/3+1/6, (1/2)^8", ["1/3+1/6", "(1/2)^8", "0.1+0.2", "22/7-3"]),
+    ("short MPFR: sqrt(2), sin(pi/6)", ["sqrt(2)", "sin(pi/6)", "ln(10)", "e^2", "pi"]),
+    ("short complex: sqrt(-4), (1+2i)*(3-i)", ["sqrt(-4)", "(1+2i)*(3-i)", "ln(-1)", "2^i"]),
+    ("short degrees: sin(30°), sin(45°)", ["sin(30°)", "sin(45°)", "tan(45°)"]),
+    ("server corpus (1,200)", []),  # filled from server_corpus()
+    ("long sum 1+1+... (5,000 terms)", ["+".join(["1"] * 5000)]),
+    ("long fractions 1/2+1/3+... (primes)", [_harmonic_primes()]),
+    ("chain of 1400 sin(7)", ["+".join(["sin(7)"] * 1400)]),
+    ("chain of 1600 3^0.7", ["+".join(["3^0.7"] * 1600)]),
+    ("chain of 800 sqrt(2)", ["+".join(["sqrt(2)"] * 800)]),
+    ("chain of 1100 log(7,3)", ["+".join(["log(7,3)"] * 1100)]),
+    ("60 sins multiplied", ["*".join(f"sin({k})" for k in range(1, 61))]),
+    ("1400 complex products", ["*".join(["(1+2i)"] * 1400)]),
+    ("wide precision: sin(10^299+1/3)", ["sin(10^299 + 1/3)", "cos(2^999)"]),
+    ("lngamma: 99999999!", ["99999999!", "(10^15)!"]),
+    ("exact 3248!", ["3248!"]),
+    ("exact 20000!", ["factorial(20000)"]),
+    ("exact 25000!", ["25000!"]),
+    ("exact 7^123456", ["7^123456"]),
+    ("exact 10^109999", ["10^109999"]),
+    ("exact 3^200000 mod", ["(3^200000) % (7^60000 + 1)"]),
+    ("exact 33,000-digit fraction", ["(10^16000+1)/(10^15999+3) + 1/7^9000"]),
+    ("literal of 10,000 digits", ["9" * MAX_EXPRESSION_LENGTH]),
+]
 
 
-def _random_expr(rng: random.Random, depth: int = 0) -> str:
-    r = rng.random()
-    if depth > 4 or r < 0.3:
-        atom = rng.choice(_ATOMS)
-        return atom + "!" if rng.random() < 0.05 and atom.isdigit() and len(atom) < 3 else atom
-    if r < 0.45:
-        return rng.choice(["-", "+", "−", "√", ""]) + "(" + _random_expr(rng, depth + 1) + ")"
-    if r < 0.6:
-        nargs = 2 if rng.random() < 0.3 else 1
-        args = ", ".join(_random_expr(rng, depth + 1) for _ in range(nargs))
-        return f"{rng.choice(_FUNCS)}({args})"
-    left, right = _random_expr(rng, depth + 1), _random_expr(rng, depth + 1)
-    return f"{left} {rng.choice(_OPS)} {right}"
+def budget(runs: int) -> None:
+    """Estimated units against measured process-CPU µs, per class of expression."""
+    classes = [(c, exprs or [e for _, e in server_corpus()]) for c, exprs in _BUDGET_CLASSES]
+    print(f"inline budget calibration: INLINE_BUDGET = {INLINE_BUDGET} units; median of {runs}")
+    print(f"  {'units/eval':>10} {'µs/eval':>10} {'µs/unit':>8}  class")
+    for label, exprs in classes:
+        units = statistics.mean(estimate_work(text)[0] for text in exprs)
+        for text in exprs:
+            estimate_work(text)  # warm
+        samples = []
+        for _ in range(runs):
+            reps = max(1, int(20_000 / max(units * len(exprs), 1)))
+            start = time.process_time()
+            for _ in range(reps):
+                for text in exprs:
+                    estimate_work(text)
+            samples.append((time.process_time() - start) / (reps * len(exprs)) * 1e6)
+        measured = statistics.median(samples)
+        print(f"  {units:10.0f} {measured:10.1f} {measured / max(units, 1):8.2f}  {label}")
 
 
-def _mutate(rng: random.Random, text: str) -> str:
-    """Insert, delete or replace a few characters (to reach the error paths)."""
-    chars = list(text)
-    for _ in range(rng.randint(1, 3)):
-        k = rng.randrange(len(chars) + 1)
-        what = rng.random()
-        if what < 0.4 or not chars:
-            chars.insert(k, rng.choice(_NOISE))
-        elif what < 0.7 and k < len(chars):
-            del chars[k]
-        elif k < len(chars):
-            chars[k] = rng.choice(_NOISE)
-    return "".join(chars)
+def differential(count: int, seed: int, modules: dict[str, Evaluate]) -> int:
+    """Every displayed digit of ``count`` random expressions against mpmath at 1,000 bits."""
+    from tests.test_calculator_mpfr import mismatches, references
 
+    cases = references(count, seed)
+    status = 0
+    for name, evaluate in modules.items():
 
-def check(count: int, seed: int) -> int:
-    """The fast path either hands over (None) or gives exactly the tree path's Result."""
-    rng = random.Random(seed)
-    fast_hits = mismatches = 0
-    for k in range(count):
-        text = _random_expr(rng)
-        if k % 3 == 0:
-            text = _mutate(rng, text)
-        toks = calculator._tokens(text)
-        fast = calculator._fast_evaluate(text, toks)
-        try:
-            tree: object = calculator._evaluate_tree(text, toks)
-        except CalcError as err:
-            tree = err
-        if fast is None:
-            continue
-        fast_hits += 1
-        if fast != tree:
-            mismatches += 1
-            print(f"MISMATCH {text!r}: fast {fast!r} tree {tree!r}")
-    print(f"{count} inputs (seed {seed}): fast path answered {fast_hits}, mismatches {mismatches}")
-    return 1 if mismatches else 0
+        def display(text: str, evaluate: Evaluate = evaluate) -> str:
+            try:
+                return evaluate(text).display  # type: ignore[attr-defined, no-any-return]
+            except Exception:
+                return "error"
+
+        bad = mismatches(cases, display)
+        print(f"{name}: {len(cases)} expressions (seed {seed}), {len(bad)} mismatches")
+        for text, shown, reference in bad[:40]:
+            print(f"  {text}\n    shown     {shown}\n    reference {reference}")
+        status |= bool(bad) and name == "new"
+    return int(status)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,20 +428,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hostile", action="store_true", help="time the hostile set instead")
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
     parser.add_argument("--bound-ms", type=float, default=100.0, help="hostile bound in ms")
-    parser.add_argument("--check", type=int, metavar="N", help="differential check on N inputs")
-    parser.add_argument("--seed", type=int, default=1, help="seed for --check (default 1)")
-    parser.add_argument(
-        "--server-corpus", action="store_true", help="CPU cost over the server benchmark's corpus"
-    )
+    parser.add_argument("--server-corpus", action="store_true",
+                        help="CPU cost over the server benchmark's corpus")
+    parser.add_argument("--budget", action="store_true", help="the budget's calibration table")
+    parser.add_argument("--differential", type=int, metavar="N",
+                        help="check N random expressions against mpmath at 1,000 bits")
+    parser.add_argument("--seed", type=int, default=1, help="seed for --differential")
+    parser.add_argument("--against", metavar="PATH",
+                        help="another calculator module to run side by side ('old')")
     args = parser.parse_args(argv)
-    if args.check:
-        return check(args.check, args.seed)
+    modules: dict[str, Evaluate] = {}
+    if args.against:
+        modules["old"] = load_module(args.against).evaluate
+    modules["new"] = calculator.evaluate
+    if args.differential:
+        return differential(args.differential, args.seed, modules)
+    if args.budget:
+        budget(args.runs)
+        return 0
     if args.server_corpus:
-        corpus_cost(args.runs)
+        corpus_cost(modules, args.runs)
         return 0
     if args.hostile:
-        return hostile(args.runs, args.bound_ms)
-    throughput(args.runs)
+        return hostile(modules, args.runs, args.bound_ms)
+    throughput(modules, args.runs)
     return 0
 
 

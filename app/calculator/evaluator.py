@@ -1,0 +1,125 @@
+"""The evaluator: the parser's actions for ``evaluate()``, computing values as it goes.
+
+Strategy: values are computed in the order the parser recognises their parts, which is the
+order a tree walk would take (operands left to right, then the operator), without building the
+tree. A syntax error still wins over an evaluation error anywhere before it (``1/0 +`` is a
+syntax error), as if the whole text had been parsed first: the first `Fault` is kept, with its
+position, and the remaining text is only parsed; `result` raises the fault once the parse has
+finished cleanly. ``OverBudget`` is not a fault and leaves at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from gmpy2 import mpz
+
+from app.calculator.arithmetic import BINARY, degrees, negate
+from app.calculator.cost import CALL_UNITS, Ledger
+from app.calculator.errors import CalcError, DivisionByZero, Fault
+from app.calculator.functions import CONSTANTS, FUNCTIONS
+from app.calculator.numbers import Value
+from app.calculator.powers import factorial, power
+from app.calculator.tokens import parse_number
+
+__all__ = ["Evaluator"]
+
+# What an action returns once a fault is kept: nothing is computed from it.
+_FAILED: Final = None
+# Plain integer literals up to this many digits are read without parse_number's checks.
+_SHORT_INTEGER: Final = 300
+
+
+class Evaluator:
+    """Actions that compute; ``result(value)`` is the value, or the first fault, positioned."""
+
+    __slots__ = ("error", "ledger", "locate")
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.error: CalcError | None = None
+        self.locate: Callable[[int, int], tuple[int, int]] = lambda start, end: (0, 1)
+
+    def _keep(self, fault: Fault, start: int, end: int) -> None:
+        if self.error is None:
+            self.error = fault.cls(fault.message, *self.locate(start, end))
+
+    def result(self, value: Value) -> Value:
+        if self.error is not None:
+            raise self.error
+        return value
+
+    def number(self, tok: str, at: int) -> Value:
+        if self.error is not None:
+            return _FAILED
+        try:
+            return parse_number(tok, self.ledger)
+        except Fault as fault:
+            self._keep(fault, at, at + 1)
+            return _FAILED
+
+    def integer(self, tok: str, at: int) -> Value:
+        if len(tok) <= _SHORT_INTEGER and self.error is None:
+            return mpz(tok)  # nothing to charge or to check at this size
+        return self.number(tok, at)
+
+    def constant(self, name: str, tok: str, at: int) -> Value:
+        return CONSTANTS[name]
+
+    def call(
+        self, name: str, tok: str, args: list[Value], starts: list[int], ends: list[int],
+        start: int, end: int,
+    ) -> Value:  # fmt: skip
+        if self.error is not None:
+            return _FAILED
+        try:
+            self.ledger.charge(CALL_UNITS)
+            return FUNCTIONS[name].impl(args, self.ledger)
+        except Fault as fault:
+            if fault.arg is None:
+                self._keep(fault, start, end)
+            else:
+                self._keep(fault, starts[fault.arg], ends[fault.arg])
+            return _FAILED
+
+    def unary(self, op: str, operand: Value, start: int) -> Value:
+        if self.error is not None or op == "+":
+            return operand
+        return negate(operand)
+
+    def binary(
+        self, op: str, left: Value, right: Value, start: int, right_start: int, end: int,
+        extends: bool,
+    ) -> Value:  # fmt: skip
+        if self.error is not None:
+            return _FAILED
+        try:
+            return BINARY[op](left, right, self.ledger)
+        except Fault as fault:
+            # A zero divisor is the right operand's fault; anything else the whole run's so far.
+            self._keep(fault, right_start if fault.cls is DivisionByZero else start, end)
+            return _FAILED
+
+    def power(self, op: str, base: Value, exponent: Value, start: int, end: int) -> Value:
+        if self.error is not None:
+            return _FAILED
+        try:
+            return power(base, exponent, self.ledger)
+        except Fault as fault:
+            self._keep(fault, start, end)
+            return _FAILED
+
+    def postfix(self, op: str, operand: Value, start: int, end: int) -> Value:
+        if self.error is not None:
+            return _FAILED
+        try:
+            if op == "!":
+                return factorial(operand, self.ledger)
+            return degrees(operand, self.ledger)
+        except Fault as fault:
+            self._keep(fault, start, end)
+            return _FAILED
+
+    def group(self, inner: Value, start: int, end: int) -> Value:
+        return inner

@@ -1,0 +1,311 @@
+"""The Pratt parser: tokens in, the grammar's actions called in order, their result out.
+
+Precedence, high to low: parentheses and calls; postfix ``!`` and ``°``; ``^`` (right
+associative, its right operand may carry a sign) and prefix ``√``; unary ``+ -``; ``* / // %``;
+``+ -``.
+
+Strategy: the grammar exists once, here, and says what it found through an `Actions` object:
+`app.calculator.tree.TreeBuilder` builds the syntax tree (``parse()``), and
+`app.calculator.evaluator.Evaluator` computes the value as it goes (``evaluate()``), so no tree
+is built to be walked once and thrown away. Each action gets the token span of what it combines,
+for error positions. Every recursive call goes through `_expr`, which counts depth explicitly,
+so nesting beyond MAX_DEPTH is a LimitError long before Python's recursion limit. Names are
+resolved while parsing: unknown names and wrong argument counts are syntax errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Final, Generic, Protocol, TypeVar
+
+from app.calculator.errors import CalcError, CalcSyntaxError, LimitError, UnknownNameError
+from app.calculator.functions import CONSTANTS, FUNCTIONS
+from app.calculator.tokens import CANON, NAME_START, NUMBER_START, classify, spans
+
+__all__ = ["MAX_DEPTH", "Actions", "Parser"]
+
+# 256 levels: Python's own parser allows ~200 nested parentheses; each level costs one Python
+# frame in the parser, well inside the default recursion limit of 1000.
+MAX_DEPTH: Final = 256
+
+_UNARY_BP: Final = 30  # operand of unary +/-: binds ^ and ! but not * /
+_POWER_BP: Final = 40  # lbp of ^; its right operand is parsed at 39 (right-associative)
+_POSTFIX_BP: Final = 50
+# Left binding power of every token that may follow an operand (anything else after an operand
+# is an error: usually a missing operator). ")" and "," end an expression.
+_LBP: Final = {
+    "+": 10, "-": 10, "−": 10,
+    "*": 20, "×": 20, "/": 20, "÷": 20, "//": 20, "%": 20,
+    "^": _POWER_BP, "**": _POWER_BP,
+    "!": _POSTFIX_BP, "°": _POSTFIX_BP,
+    ")": 0, ",": 0,
+}  # fmt: skip
+# Tokens with a meaning in prefix position (numbers and names are recognised by their first
+# character). Every other operator there is an error.
+_P_OPEN, _P_SIGN, _P_ROOT, _P_PI, _P_BAD = range(5)
+_PREFIX: Final = {
+    "(": _P_OPEN, "-": _P_SIGN, "+": _P_SIGN, "−": _P_SIGN, "√": _P_ROOT, "π": _P_PI,
+    ")": _P_BAD, ",": _P_BAD, "*": _P_BAD, "×": _P_BAD, "/": _P_BAD, "÷": _P_BAD,
+    "//": _P_BAD, "%": _P_BAD, "^": _P_BAD, "**": _P_BAD, "!": _P_BAD, "°": _P_BAD,
+}  # fmt: skip
+_KNOWN_NAMES: Final = sorted([*FUNCTIONS, *CONSTANTS])
+
+T = TypeVar("T")
+
+
+class Actions(Protocol[T]):
+    """What the parser calls as it recognises each construct, in evaluation order.
+
+    Spans are token indices, end exclusive; ``starts[k]``/``ends[k]`` those of argument k.
+    ``extends`` is True when ``binary`` continues a run of the same precedence (``a + b - c``).
+    """
+
+    def number(self, tok: str, at: int) -> T: ...
+    def integer(self, tok: str, at: int) -> T: ...  # a literal of ASCII digits only
+    def constant(self, name: str, tok: str, at: int) -> T: ...
+    def call(
+        self, name: str, tok: str, args: list[T], starts: list[int], ends: list[int],
+        start: int, end: int,
+    ) -> T: ...  # fmt: skip
+    def unary(self, op: str, operand: T, start: int) -> T: ...
+    def binary(
+        self, op: str, left: T, right: T, start: int, right_start: int, end: int, extends: bool
+    ) -> T: ...
+    def power(self, op: str, base: T, exponent: T, start: int, end: int) -> T: ...
+    def postfix(self, op: str, operand: T, start: int, end: int) -> T: ...
+    def group(self, inner: T, start: int, end: int) -> T: ...
+
+
+class Parser(Generic[T]):
+    """Parses one text, calling ``actions``; ``parse()`` returns what the last action returned.
+
+    ``locate()`` maps a token span to (character position, length) for error messages.
+    """
+
+    __slots__ = ("actions", "depth", "pos", "spans", "text", "toks")
+
+    def __init__(self, text: str, toks: list[str], actions: Actions[T]) -> None:
+        self.text = text
+        self.toks = toks
+        self.actions = actions
+        self.pos = 0
+        self.depth = -1  # the top level is depth 0; MAX_DEPTH nested levels are allowed
+        self.spans: list[tuple[int, int]] | None = None
+
+    # -- positions and errors ---------------------------------------------------------------
+    def locate(self, start: int, end: int) -> tuple[int, int]:
+        """Character position and length of tokens[start:end]."""
+        n = len(self.toks)
+        if start >= n:
+            return len(self.text), 1
+        end = min(end, n)
+        if self.spans is None or len(self.spans) < end:
+            self.spans = spans(self.text, end)  # only errors need positions: scan that far
+        first = self.spans[start][0]
+        last = self.spans[end - 1][1]
+        return first, max(1, last - first)
+
+    def fail(self, cls: type[CalcError], message: str, start: int, end: int) -> CalcError:
+        position, length = self.locate(start, end)
+        return cls(message, position, length)
+
+    # -- grammar ------------------------------------------------------------------------------
+    def parse(self) -> T:
+        if not self.toks:
+            raise CalcSyntaxError("empty expression", len(self.text), 1)
+        item, start = self._expr(0)
+        if self.pos < len(self.toks):
+            raise self._unexpected(self.pos, start)
+        return item
+
+    def _unexpected(self, index: int, left_start: int | None) -> CalcError:
+        tok = self.toks[index]
+        kind = classify(tok)
+        if left_start is not None and (kind in ("number", "name") or tok in ("(", "√", "π")):
+            # Two operands side by side: implicit multiplication. Point at the gap.
+            gap = self.locate(index - 1, index)
+            gap_pos = gap[0] + gap[1]
+            lhs = self.text[self.locate(left_start, index)[0] : gap_pos]
+            rhs_pos = self.locate(index, index + 1)[0]
+            rhs = self.text[rhs_pos : rhs_pos + len(tok)]
+            if len(lhs) > 20:
+                lhs = "…" + lhs[-19:]
+            return CalcSyntaxError(
+                f"missing operator between {lhs!r} and {rhs!r} — did you mean '{lhs}*{rhs}'?",
+                gap_pos,
+                max(1, rhs_pos - gap_pos),
+            )
+        if tok == ")":
+            return self.fail(CalcSyntaxError, "unmatched ')'", index, index + 1)
+        if kind == "bad":
+            return self.fail(CalcSyntaxError, f"unexpected character {tok!r}", index, index + 1)
+        return self.fail(CalcSyntaxError, f"unexpected {tok!r}", index, index + 1)
+
+    def _expr(self, min_bp: int) -> tuple[T, int]:
+        """The expression at ``self.pos`` up to an operator binding no tighter than ``min_bp``:
+        what the actions made of it, and its first token."""
+        depth = self.depth + 1
+        if depth > MAX_DEPTH:
+            raise self._too_deep(self.pos - 1)  # the token that opened this level
+        self.depth = depth
+        left, start = self._prefix()
+        actions = self.actions
+        toks = self.toks
+        n = len(toks)
+        i = self.pos
+        chain_bp = 0  # the binding power of the run `left` is, 0 if none
+        extra = 0  # postfix nesting adds tree depth without recursion
+        while i < n:
+            tok = toks[i]
+            bp = _LBP.get(tok)
+            if bp is None:
+                raise self._unexpected(i, start)
+            if bp <= min_bp:
+                break
+            if bp == _POSTFIX_BP:
+                extra += 1
+                if depth + extra > MAX_DEPTH:
+                    raise self._too_deep(i)
+                i += 1
+                left = actions.postfix(tok, left, start, i)
+                chain_bp = 0
+                continue
+            j = i + 1
+            self.pos = j
+            if bp == _POWER_BP:
+                exponent, _ = self._expr(_POWER_BP - 1)
+                left = actions.power(tok, left, exponent, start, self.pos)
+                chain_bp = 0
+                i = self.pos
+                continue
+            # The right operand. Most are plain integers that nothing after them binds into
+            # (1+2*3's 1 and 3): they need no recursive call, the commonest step of parsing.
+            if (
+                j < n
+                and (operand := toks[j]).isdigit()
+                and operand.isascii()  # "²".isdigit() too: only ASCII digits are numbers
+                and (j + 1 == n or _LBP.get(toks[j + 1], 99) <= bp)
+            ):
+                right = actions.integer(operand, j)
+                i = j + 1
+            else:
+                right = self._expr(bp)[0]
+                i = self.pos
+            left = actions.binary(CANON[tok], left, right, start, j, i, chain_bp == bp)
+            chain_bp = bp
+        self.pos = i
+        self.depth = depth - 1
+        return left, start
+
+    def _prefix(self) -> tuple[T, int]:
+        """The operand that starts at ``self.pos``, and its first token."""
+        toks = self.toks
+        i = self.pos
+        if i >= len(toks):
+            raise CalcSyntaxError(
+                "unexpected end of expression — expected a number, a name or '('",
+                len(self.text),
+                1,
+            )
+        tok = toks[i]
+        kind = _PREFIX.get(tok)
+        if kind is None:
+            first = tok[0]
+            if first in NUMBER_START and tok != ".":
+                self.pos = i + 1
+                return self.actions.number(tok, i), i
+            if first in NAME_START:
+                return self._name(tok, i), i
+            raise self.fail(CalcSyntaxError, f"unexpected character {tok!r}", i, i + 1)
+        if kind == _P_OPEN:
+            self.pos = i + 1
+            inner, _ = self._expr(0)
+            j = self.pos
+            if j >= len(toks) or toks[j] != ")":
+                if j < len(toks):  # only ',' can stop an expression inside parentheses here
+                    raise self.fail(CalcSyntaxError, "unexpected ','", j, j + 1)
+                raise CalcSyntaxError(
+                    f"missing ')' to close the '(' at position {self.locate(i, j)[0]}",
+                    len(self.text),
+                    1,
+                )
+            self.pos = j + 1
+            return self.actions.group(inner, i, j + 1), i
+        if kind == _P_SIGN:
+            self.pos = i + 1
+            operand, _ = self._expr(_UNARY_BP)
+            return self.actions.unary(CANON[tok], operand, i), i
+        if kind == _P_ROOT:
+            self.pos = i + 1
+            operand, _ = self._expr(_POWER_BP)
+            return self.actions.call("sqrt", "√", [operand], [i + 1], [self.pos], i, self.pos), i
+        if kind == _P_PI:
+            self.pos = i + 1
+            return self.actions.constant("pi", tok, i), i
+        if tok == ")" and i > 0 and toks[i - 1] == "(":
+            raise self.fail(CalcSyntaxError, "empty parentheses", i - 1, i + 1)
+        what = "an expression" if tok == ")" else "an operand"
+        raise self.fail(CalcSyntaxError, f"unexpected {tok!r} — expected {what}", i, i + 1)
+
+    def _too_deep(self, index: int) -> CalcError:
+        return self.fail(
+            LimitError,
+            f"expression is nested too deeply (more than {MAX_DEPTH} levels)",
+            index,
+            index + 1,
+        )
+
+    def _name(self, tok: str, i: int) -> T:
+        name = tok.lower()
+        toks = self.toks
+        is_call = i + 1 < len(toks) and toks[i + 1] == "("
+        if name in CONSTANTS:
+            if is_call:
+                raise self.fail(
+                    CalcSyntaxError,
+                    f"{tok!r} is a constant, not a function — did you mean '{tok}*(…)'?",
+                    i,
+                    i + 2,
+                )
+            self.pos = i + 1
+            return self.actions.constant(name, tok, i)
+        spec = FUNCTIONS.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(name, _KNOWN_NAMES, n=1, cutoff=0.6)
+            hint = f" — did you mean '{close[0]}'?" if close else ""
+            raise self.fail(UnknownNameError, f"unknown name {tok!r}{hint}", i, i + 1)
+        if not is_call:
+            raise self.fail(
+                CalcSyntaxError,
+                f"function {tok!r} needs its arguments in parentheses: {spec.usage}",
+                i,
+                i + 1,
+            )
+        self.pos = i + 2
+        args: list[T] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        if self.pos < len(toks) and toks[self.pos] == ")":
+            self.pos += 1
+        else:
+            while True:
+                arg, arg_start = self._expr(0)
+                args.append(arg)
+                starts.append(arg_start)
+                ends.append(self.pos)
+                if self.pos >= len(toks):
+                    raise CalcSyntaxError(f"missing ')' to close {tok}(", len(self.text), 1)
+                sep = toks[self.pos]
+                self.pos += 1
+                if sep == ")":
+                    break
+                if sep != ",":
+                    raise self._unexpected(self.pos - 1, arg_start)
+        if not spec.min_args <= len(args) <= spec.max_args:
+            raise self.fail(
+                CalcSyntaxError,
+                f"{name}() takes {spec.arity_text}, got {len(args)}: {spec.usage}",
+                i,
+                self.pos,
+            )
+        return self.actions.call(name, tok, args, starts, ends, i, self.pos)
