@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from app.calculator import INLINE_BUDGET, CalcError, evaluate
+from app.calculator import INLINE_BUDGET, INLINE_MAX_LENGTH, CalcError, evaluate
 from app.protocol import Connection, Request, Response
 from app.routes import Deferred, Routes, load_assets
 from app.work import Job, Shed, Stopped
@@ -63,7 +63,7 @@ def test_a_costly_calculation_is_deferred_and_renders_as_inline_would(mode: str)
 
 @pytest.mark.parametrize("mode", ["json", "text", "html"])
 def test_a_calculator_error_from_the_pool_renders_as_inline_would(mode: str) -> None:
-    expr = "1/(2-2)" + "+1" * 200  # long enough to be deferred at once
+    expr = "1/(2-2)" + "+1" * INLINE_MAX_LENGTH  # long enough to be deferred at once
     work = deferred(expr, mode)
     with pytest.raises(CalcError) as error:
         evaluate(expr)
