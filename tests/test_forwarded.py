@@ -1,15 +1,23 @@
 """app/forwarded.py through its public API: which client a request names, from which peer.
 
 Tables of (peer, header lines) -> client; requests are parsed from raw bytes by the protocol
-core, exactly as the server builds them.
+core, exactly as the server builds them. Then the same over real sockets: what `python -m app`'s
+access log shows for a trusted proxy, for a spoofer on 127.0.0.2, and for malformed headers.
 """
 
 from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
 
 import pytest
 
 from app.forwarded import MAX_HOPS, UNIX_PEER, Client, ProxyTrust, client, parse_address
 from app.protocol import Connection, Request
+from tests.support import ROOT, ServerProcess, read_response, running_server
+from tests.test_ops import wait_for
 
 DEFAULT = ProxyTrust("127.0.0.1")  # the --forwarded-allow-ips default
 PROXIES = ProxyTrust("127.0.0.1, 10.0.0.0/8, ::1")
@@ -164,3 +172,69 @@ def test_bad_specs_are_refused(spec: str) -> None:
 def test_parse_address(text: str, expected: str | None) -> None:
     address = parse_address(text)
     assert (None if address is None else str(address)) == expected
+
+
+# -- over real sockets: what the access log shows -------------------------------------------------
+
+
+def access_records(server: ServerProcess, count: int) -> list[dict[str, object]]:
+    """The first `count` JSON access-log lines (waiting for them: they are written in batches)."""
+    def records() -> list[dict[str, object]]:
+        return [json.loads(line) for line in server.stderr_text().splitlines()
+                if line.startswith("{")]
+
+    assert wait_for(lambda: len(records()) >= count), server.stderr_text()
+    return records()[:count]
+
+
+def send_from(server: ServerProcess, source: str, *fields: str) -> int:
+    """GET /healthz from loopback address `source` with `fields`; returns the status."""
+    with socket.create_connection(server.address, timeout=10,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(("GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                      + "".join(f + "\r\n" for f in fields) + "\r\n").encode())
+        return read_response(sock, bytearray()).status
+
+
+def test_the_access_log_shows_the_forwarded_client_and_ignores_spoofers() -> None:
+    forged = ("X-Forwarded-For: 6.6.6.6", "X-Forwarded-Proto: https",
+              "Forwarded: for=6.6.6.6;proto=https")
+    with running_server("asyncio", "--log-format", "json") as server:
+        # The default trusts 127.0.0.1 only: a proxy on this machine.
+        assert send_from(server, "127.0.0.1", "X-Forwarded-For: 203.0.113.7",
+                         "X-Forwarded-Proto: https") == 200
+        # 127.0.0.2 is loopback too, but not trusted: forged headers change nothing.
+        assert send_from(server, "127.0.0.2", *forged) == 200
+        # A malformed header from the trusted proxy is ignored, and the request served.
+        assert send_from(server, "127.0.0.1", "X-Forwarded-For: ::not an address::") == 200
+        assert send_from(server, "127.0.0.1", 'Forwarded: for="unterminated') == 200
+        records = access_records(server, 4)
+    assert [(r["remote"], r["scheme"]) for r in records] == [
+        ("203.0.113.7", "https"), ("127.0.0.2", "http"), ("127.0.0.1", "http"),
+        ("127.0.0.1", "http")]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--forwarded-allow-ips", "127.0.0.2"], "203.0.113.7"),
+    (["--forwarded-allow-ips", "127.0.0.0/8"], "203.0.113.7"),
+    (["--forwarded-allow-ips", "*"], "203.0.113.7"),
+    (["--forwarded-allow-ips", "*", "--no-proxy-headers"], "127.0.0.2"),
+    (["--forwarded-allow-ips", ""], "127.0.0.2"),
+])
+def test_forwarded_allow_ips_chooses_whom_to_believe(args: list[str], expected: str) -> None:
+    with running_server("asyncio", "--log-format", "json", *args) as server:
+        assert send_from(server, "127.0.0.2", "X-Forwarded-For: 203.0.113.7") == 200
+        assert access_records(server, 1)[0]["remote"] == expected
+
+
+def test_environment_sets_the_trusted_proxies() -> None:
+    with running_server("asyncio", "--log-format", "json",
+                        env={"CALCSERVE_FORWARDED_ALLOW_IPS": "127.0.0.2"}) as server:
+        assert send_from(server, "127.0.0.2", "Forwarded: for=198.51.100.9") == 200
+        assert access_records(server, 1)[0]["remote"] == "198.51.100.9"
+
+
+def test_a_bad_forwarded_allow_ips_is_a_usage_error() -> None:
+    done = subprocess.run([sys.executable, "-m", "app", "--forwarded-allow-ips", "10.0.0.0/33"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and "neither an IP address nor a CIDR network" in done.stderr
