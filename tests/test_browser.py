@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.certs import Pki
 from tests.support import ROOT, ServerProcess, running_server
 
 pytestmark = pytest.mark.browser
@@ -49,8 +50,7 @@ def expect(target: Any) -> Any:
     return playwright_api.expect(target)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def _require_browser() -> None:
     missing = []
     if playwright_api is None:
         missing.append("the playwright package is not installed (pip install -e '.[test]')")
@@ -61,6 +61,11 @@ def browser() -> Iterator[Any]:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set, so browser tests must run, but {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _require_browser()
     with playwright_api.sync_playwright() as pw:
         chromium = pw.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
@@ -493,3 +498,33 @@ def test_readme_screenshots(open_page: Any) -> None:
         expect(page.locator(".frac-den")).to_have_text("8")
         page.locator("#expr").blur()
         p.shot(name)
+
+
+# ---- over TLS ------------------------------------------------------------------------------
+
+
+def test_the_page_over_tls(pki: Pki) -> None:
+    """The page and a calculation over HTTPS. Chromium trusts exactly the test server's key
+    (--ignore-certificate-errors-spki-list pins its SPKI hash), not any certificate: a
+    certificate error would still fail the navigation."""
+    _require_browser()
+    tls = ["--ssl-certfile", str(pki.cert), "--ssl-keyfile", str(pki.key)]
+    with running_server("asyncio", *tls) as srv, playwright_api.sync_playwright() as pw:
+        assert srv.scheme == "https"
+        chromium = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pki.spki_sha256()}"],
+        )
+        try:
+            p = Page(chromium, f"https://localhost:{srv.port}/")
+            page = p.page
+            assert page.evaluate("location.protocol") == "https:"
+            assert page.evaluate("window.isSecureContext") is True
+            calculate(page, "2^10")
+            expect(page.locator("#result-value")).to_have_text("1024")
+            p.shot("tls")
+            assert p.problems == [], p.problems
+            p.close()
+        finally:
+            chromium.close()
+        assert "Traceback" not in srv.stderr_text()
