@@ -454,3 +454,17 @@ def test_a_slow_tls_client_does_not_hold_others(pki: Pki) -> None:
         finally:
             stop.set()
             slow.close()
+
+
+def test_shutdown_does_not_wait_for_stalled_handshakes(pki: Pki) -> None:
+    with tls_server(pki, "--header-timeout", "30") as server:
+        stalled = [server.connect() for _ in range(10)]
+        try:
+            time.sleep(0.3)
+            started = time.monotonic()
+            assert server.stop() == 0
+            # DRAIN_FIRST_REQUEST_GRACE (1 s), not the 30 s header timeout.
+            assert time.monotonic() - started < 1 + SLACK
+        finally:
+            for sock in stalled:
+                sock.close()
