@@ -10,7 +10,12 @@ that computes for long stalls every client of that process.
 Connections are what `asyncio.start_server` makes (a StreamReader/StreamWriter pair from the
 stdlib's StreamReaderProtocol, one task running our handler), but we accept them ourselves, in
 batches (`_Acceptor`): uvloop's server accepts one connection per loop iteration, and under load
-a burst of new clients queued behind it for seconds (see ACCEPT_BATCH).
+a burst of new clients queued behind it for seconds (see ACCEPT_BATCH). With TLS (app/tls.py),
+`connect_accepted_socket` also runs the handshake before the handler starts (the handshake and
+the first request head share one --header-timeout); the handler then reads and writes plaintext
+as ever. Where the
+listening sockets come from (TCP, a Unix socket, systemd) is app/listen.py's business, and who
+the client is behind a proxy app/forwarded.py's (`_Client.client_of`).
 
 Strategy (the hot path, per connection):
 - Read up to 64 KiB, feed it to `Connection`, answer every request the chunk completes, and

@@ -64,16 +64,22 @@ def _require_browser() -> None:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    """One Playwright per module: the sync API cannot run two at once."""
     _require_browser()
     with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any) -> Iterator[Any]:
+    chromium = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -503,15 +509,14 @@ def test_readme_screenshots(open_page: Any) -> None:
 # ---- over TLS ------------------------------------------------------------------------------
 
 
-def test_the_page_over_tls(pki: Pki) -> None:
+def test_the_page_over_tls(playwright: Any, pki: Pki) -> None:
     """The page and a calculation over HTTPS. Chromium trusts exactly the test server's key
     (--ignore-certificate-errors-spki-list pins its SPKI hash), not any certificate: a
     certificate error would still fail the navigation."""
-    _require_browser()
     tls = ["--ssl-certfile", str(pki.cert), "--ssl-keyfile", str(pki.key)]
-    with running_server("asyncio", *tls) as srv, playwright_api.sync_playwright() as pw:
+    with running_server("asyncio", *tls) as srv:
         assert srv.scheme == "https"
-        chromium = pw.chromium.launch(
+        chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True,
             args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pki.spki_sha256()}"],
         )
