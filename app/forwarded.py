@@ -118,19 +118,20 @@ def client(own: Client, request: Request, trust: ProxyTrust) -> Client:
     `own` itself when the peer is not trusted or sent no forwarding header (no allocation on
     the common path); the forwarded address and scheme otherwise.
     """
-    if not trust.trusts(own.host):
-        return own
-    forwarded_for = request.header("x-forwarded-for")
+    header = request.header
+    forwarded_for, forwarded, proto = (
+        header("x-forwarded-for"), header("forwarded"), header("x-forwarded-proto"))
+    if (forwarded_for is None and forwarded is None and proto is None
+            or not trust.trusts(own.host)):
+        return own  # the common cases, first: no header at all, or nobody to believe
     host: str | None = None
     scheme: str | None = None
     if forwarded_for is not None:
         host = _from_x_forwarded_for(_values(request.headers, "x-forwarded-for"), trust)
-    elif request.header("forwarded") is not None:
+    elif forwarded is not None:
         host, scheme = _from_forwarded(_values(request.headers, "forwarded"), trust)
-    if scheme is None:
-        proto = request.header("x-forwarded-proto")
-        if proto is not None:
-            scheme = _scheme(proto)
+    if scheme is None and proto is not None:
+        scheme = _scheme(proto)
     if host is None and scheme is None:
         return own
     return Client(host or own.host, scheme or own.scheme)
