@@ -75,7 +75,7 @@ def open_fds(pid: int) -> int:
 
 
 def test_python_http_client_over_tls(pki: Pki) -> None:
-    with tls_server(pki) as server:
+    with tls_server(pki, "--log-format", "json") as server:
         conn = https(server, client_context(pki.ca, alpn=["h2", "http/1.1"]))
         try:
             for n in range(3):  # one keep-alive connection
@@ -89,6 +89,10 @@ def test_python_http_client_over_tls(pki: Pki) -> None:
             assert page.status == 200 and b"<form" in page.read()
         finally:
             conn.close()
+        assert wait_for(lambda: server.stderr_text().count('"remote"') >= 4)
+        records = [json.loads(line) for line in server.stderr_text().splitlines()
+                   if line.startswith("{")]
+        assert {(r["remote"], r["scheme"]) for r in records} == {("127.0.0.1", "https")}
         assert "Traceback" not in server.stderr_text()
 
 
