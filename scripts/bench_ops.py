@@ -127,15 +127,17 @@ def measure(tree: Path, workers: int, seconds: float, corpus: Path,
 def load(proc: subprocess.Popen[str], port: int, seconds: float, corpus: Path,
          client_core: int | None, scheme: str = "http",
          pids: Sequence[int] = ()) -> dict[str, float]:
-    """wrk against `port` (after a warm-up); CPU of `proc`, its children and `pids`."""
+    """wrk against `port` (after a warm-up); CPU of `proc`, its children and `pids` (that of
+    `pids` alone also as `others_us_per_req`)."""
     time.sleep(0.5)
-    pids = [*server_pids(proc.pid), *pids]
+    own = server_pids(proc.pid)
     run_wrk(port, 1.0, corpus, client_core, scheme)  # warm-up
-    before = sum(cpu_seconds(p) for p in pids)
+    before = [sum(cpu_seconds(p) for p in group) for group in (own, pids)]
     result = run_wrk(port, seconds, corpus, client_core, scheme)
-    cpu = sum(cpu_seconds(p) for p in pids) - before
+    after = [sum(cpu_seconds(p) for p in group) for group in (own, pids)]
     rps = result["requests"] / result["seconds"]
-    return {"rps": rps, "cpu_us_per_req": cpu / result["requests"] * 1e6,
+    per_request = [(b - a) / result["requests"] * 1e6 for a, b in zip(before, after, strict=True)]
+    return {"rps": rps, "cpu_us_per_req": sum(per_request), "others_us_per_req": per_request[1],
             "errors": result["errors"], "p99_ms": result["p99_ms"]}
 
 
@@ -220,6 +222,9 @@ def main() -> None:
                     via[transport].append(measure_nginx(transport, args.duration, corpus))
             for transport, runs in via.items():
                 summarize(f"nginx -> 2 instances over {transport}", runs)
+                print(f"  of which the instances: "
+                      f"{statistics.median(r['others_us_per_req'] for r in runs):.1f} us CPU/req",
+                      flush=True)
             ratio = (statistics.median(r["rps"] for r in via["unix"])
                      / statistics.median(r["rps"] for r in via["tcp"]))
             print(f"nginx over Unix sockets / over TCP: {ratio:.2f}x req/s", flush=True)
