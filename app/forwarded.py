@@ -121,7 +121,7 @@ def client(own: Client, request: Request, trust: ProxyTrust) -> Client:
     header = request.header
     forwarded_for, forwarded, proto = (
         header("x-forwarded-for"), header("forwarded"), header("x-forwarded-proto"))
-    if (forwarded_for is None and forwarded is None and proto is None
+    if ((forwarded_for is None and forwarded is None and proto is None)
             or not trust.trusts(own.host)):
         return own  # the common cases, first: no header at all, or nobody to believe
     host: str | None = None

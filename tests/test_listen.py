@@ -35,6 +35,7 @@ from tests.support import (
     running_server,
 )
 from tests.test_ops import Load, children, fetch, request, wait_for
+from tests.test_tls import require
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 
@@ -264,17 +265,15 @@ def test_restart_behind_a_held_socket_refuses_no_connection(workers: str) -> Non
         assert refused == [] and load.failures == [], load.failures
 
 
-@pytest.mark.skipif(SOCKET_ACTIVATE is None,
-                    reason="systemd-socket-activate is not installed (apt-get install systemd)")
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_systemd_socket_activate_starts_the_server_on_the_first_connection(workers: str) -> None:
-    assert SOCKET_ACTIVATE is not None
+    activate = require(SOCKET_ACTIVATE, "systemd")
     for _ in range(5):  # the probed port may be taken before the activator binds it
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         proc = subprocess.Popen(
-            [SOCKET_ACTIVATE, "-l", f"127.0.0.1:{port}", "-E", "PYTHONUNBUFFERED=1",
+            [activate, "-l", f"127.0.0.1:{port}", "-E", "PYTHONUNBUFFERED=1",
              sys.executable, "-m", "app", "--workers", workers, "--port", "1"],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)

@@ -96,12 +96,21 @@ def test_python_http_client_over_tls(pki: Pki) -> None:
         assert "Traceback" not in server.stderr_text()
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install curl)")
+def require(tool: str | None, package: str) -> str:
+    """The tool's path; without it, a skip with the reason (a failure when CI is set)."""
+    if tool is None:
+        reason = f"{package} is not installed (apt-get install {package}; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, but {reason}")
+        pytest.skip(reason)
+    return tool
+
+
 def test_curl_with_the_test_ca(pki: Pki) -> None:
+    curl = require(CURL, "curl")
     with tls_server(pki) as server:
-        assert CURL is not None
         done = subprocess.run(
-            [CURL, "-sS", "--cacert", str(pki.ca), "--http2", "-w", "\n%{http_version}",
+            [curl, "-sS", "--cacert", str(pki.ca), "--http2", "-w", "\n%{http_version}",
              "--data-urlencode", "expr=2^10", f"https://localhost:{server.port}/calculate"],
             capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
@@ -110,7 +119,7 @@ def test_curl_with_the_test_ca(pki: Pki) -> None:
         assert version == "1.1"  # curl asked for h2; ALPN settled on http/1.1
         # Without the CA, curl refuses the certificate: the server really presents ours.
         untrusted = subprocess.run(
-            [CURL, "-sS", f"https://localhost:{server.port}/healthz"],
+            [curl, "-sS", f"https://localhost:{server.port}/healthz"],
             capture_output=True, text=True, timeout=30)
         assert untrusted.returncode == 60, untrusted  # CURLE_PEER_FAILED_VERIFICATION
 
@@ -175,15 +184,14 @@ def test_a_stalled_handshake_is_closed_at_the_header_timeout(
         assert 0.8 < time.monotonic() - started < 1 + SLACK
 
 
-@pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed (apt-get install openssl)")
 def test_openssl_s_client_that_sends_no_request_is_closed_at_the_header_timeout(
     pki: Pki,
 ) -> None:
+    openssl = require(OPENSSL, "openssl")
     with tls_server(pki, "--header-timeout", "1") as server:
-        assert OPENSSL is not None
         started = time.monotonic()
         client = subprocess.Popen(
-            [OPENSSL, "s_client", "-connect", f"127.0.0.1:{server.port}", "-servername",
+            [openssl, "s_client", "-connect", f"127.0.0.1:{server.port}", "-servername",
              "localhost", "-CAfile", str(pki.ca), "-alpn", "http/1.1", "-ign_eof"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
