@@ -94,13 +94,16 @@ class AccessLog:
         size: int,
         seconds: float,
         user_agent: str | None = None,
+        *,
+        scheme: str = "http",
     ) -> None:
-        """Record one response: `size` is the body length sent (0 shows as `-` in CLF)."""
+        """Record one response: `size` is the body length sent (0 shows as `-` in CLF);
+        `remote` and `scheme` are the client's (behind a trusted proxy: the forwarded ones)."""
         now = time.time()
         if self._json:
             line = json.dumps({
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now)),
-                "remote": remote, "method": method, "target": target,
+                "remote": remote, "scheme": scheme, "method": method, "target": target,
                 "protocol": f"HTTP/{version}", "status": status, "bytes": size,
                 "duration_ms": round(seconds * 1000.0, 3), "user_agent": user_agent,
                 "pid": self._pid,

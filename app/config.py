@@ -22,6 +22,7 @@ ENV_PREFIX: Final = "CALCSERVE_"
 LOOPS: Final = ("auto", "uvloop", "asyncio")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("common", "json")
+SSL_CERT_REQS: Final = ("none", "optional", "required")
 
 # The calculation pool's bounds (app/pool.py).
 # 100 ms: the calculator's own promise (any input answers within it), now enforced by a kill.
@@ -90,6 +91,58 @@ def calc_worker_count(text: str) -> int | None:
     if value < 0:
         raise ValueError("must be 0 (no pool), a positive number, or auto")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def optional_path(text: str) -> str | None:
+    """A file system path; empty means unset (handy for CALCSERVE_* templates)."""
+    return text or None
+
+
+def descriptor(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a file descriptor number (0 or more)")
+    return value
+
+
+class Octal(int):
+    """A file mode: shown as `0o660`, not `432`."""
+
+    def __str__(self) -> str:
+        return oct(self)
+
+
+def file_mode(text: str) -> Octal:
+    """`--uds-mode`: octal, with or without `0o`/`0` in front (`660`, `0660`, `0o660`)."""
+    digits = text.strip().lower().removeprefix("0o")
+    value = int(digits, 8)
+    if not 0 <= value <= 0o777:
+        raise ValueError("must be an octal mode between 0 and 777")
+    return Octal(value)
+
+
+def cert_reqs(text: str) -> str:
+    """`--ssl-cert-reqs`: none|optional|required, or uvicorn's numbers 0|1|2 (ssl.CERT_*)."""
+    lowered = text.strip().lower()
+    lowered = {"0": "none", "1": "optional", "2": "required"}.get(lowered, lowered)
+    if lowered not in SSL_CERT_REQS:
+        raise ValueError(f"must be one of {', '.join(SSL_CERT_REQS)} (or 0, 1, 2)")
+    return lowered
+
+
+def trusted_proxies(text: str) -> str:
+    """`--forwarded-allow-ips`: checked here, parsed by the server (app.forwarded)."""
+    from app.forwarded import ProxyTrust
+
+    ProxyTrust(text)  # raises ValueError naming the bad entry
+    return ",".join(entry.strip() for entry in text.split(",") if entry.strip())
 
 
 def choice(*choices: str) -> Callable[[str], str]:
@@ -168,6 +221,44 @@ class Config:
     calc_backlog: int = option(
         CALC_BACKLOG, "costly calculations waiting in all, per server process; one more is "
         "503 with Retry-After", convert=positive_int, metavar="N")
+    # Production parity with uvicorn and gunicorn, under uvicorn's option names (gunicorn's for
+    # worker recycling): TLS (app/tls.py), Unix sockets and socket activation (app/listen.py),
+    # client addresses behind proxies (app/forwarded.py), worker recycling (app/supervisor.py).
+    ssl_certfile: str | None = option(
+        None, "TLS certificate chain (PEM); turns TLS on", convert=optional_path,
+        metavar="PATH")
+    ssl_keyfile: str | None = option(
+        None, "private key of --ssl-certfile (PEM, unencrypted); unset: it is in the "
+        "certificate file", convert=optional_path, metavar="PATH")
+    ssl_ca_certs: str | None = option(
+        None, "CA certificates (PEM file or directory) that sign client certificates",
+        convert=optional_path, metavar="PATH")
+    ssl_cert_reqs: str = option(
+        "none", "client certificates: none, optional (verified if sent) or required",
+        convert=cert_reqs, metavar="|".join(SSL_CERT_REQS))
+    uds: str | None = option(
+        None, "listen on this Unix socket instead of --host/--port (a stale socket file is "
+        "replaced)", convert=optional_path, metavar="PATH")
+    uds_mode: int = option(Octal(0o660), "permissions of the --uds socket file (octal)",
+                           convert=file_mode, metavar="MODE")
+    fd: int | None = option(
+        None, "serve on this inherited listening socket (systemd's LISTEN_FDS is detected "
+        "without it)", convert=descriptor, metavar="N")
+    proxy_headers: bool = option(
+        True, "believe X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips",
+        convert=boolean)
+    # 127.0.0.1: uvicorn's default (a proxy on the same machine); a Unix-socket peer is always
+    # trusted, as gunicorn does (the socket's mode decides who can connect).
+    forwarded_allow_ips: str = option(
+        "127.0.0.1", "peers trusted to name the client: comma list of addresses and CIDR "
+        "networks, or *", convert=trusted_proxies, metavar="LIST")
+    # 0: never, gunicorn's default; a cap bounds what a slow leak can cost.
+    max_requests: int = option(
+        0, "replace a worker after this many requests (0: never); runs the supervisor even "
+        "with one worker", convert=non_negative_int, metavar="N")
+    max_requests_jitter: int = option(
+        0, "add a random 0..J to each worker's --max-requests, so workers do not all restart "
+        "at once", convert=non_negative_int, metavar="J")
 
     def with_changes(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -232,6 +323,8 @@ def parse_config(
 
 
 def _show(value: object) -> str:
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:

@@ -15,7 +15,12 @@ everyone else, and that connection reads nothing more until its answer is writte
 Connections are what `asyncio.start_server` makes (a StreamReader/StreamWriter pair from the
 stdlib's StreamReaderProtocol, one task running our handler), but we accept them ourselves, in
 batches (`_Acceptor`): uvloop's server accepts one connection per loop iteration, and under load
-a burst of new clients queued behind it for seconds (see ACCEPT_BATCH).
+a burst of new clients queued behind it for seconds (see ACCEPT_BATCH). With TLS (app/tls.py),
+`connect_accepted_socket` also runs the handshake before the handler starts (the handshake and
+the first request head share one --header-timeout); the handler then reads and writes plaintext
+as ever. Where the
+listening sockets come from (TCP, a Unix socket, systemd) is app/listen.py's business, and who
+the client is behind a proxy app/forwarded.py's (`_Client.client_of`).
 
 Strategy (the hot path, per connection):
 - Read up to 64 KiB, feed it to `Connection`, answer every request the chunk completes, and
@@ -52,6 +57,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import math
 import os
@@ -66,10 +72,18 @@ from typing import Any, Final
 import aiofiles
 import aiofiles.os
 
+from app import tls
 from app.accesslog import AccessLog
 from app.calculator import INLINE_BUDGET
 from app.config import Config
-from app.listen import ACCEPT_RETRY, AcceptFailures, bind_listeners
+from app.forwarded import UNIX_PEER, Client, ProxyTrust
+from app.forwarded import client as forwarded_client
+from app.listen import (
+    ACCEPT_RETRY,
+    AcceptFailures,
+    Listeners,
+    open_listeners,
+)
 from app.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from app.metrics import Metrics
 from app.pool import CalcPool, Ticket
@@ -177,18 +191,30 @@ class _Acceptor:
     ACCEPT_BATCH for why). Each accepted socket becomes a StreamReader/StreamWriter pair through
     `loop.connect_accepted_socket` and the stdlib's StreamReaderProtocol, exactly as
     `start_server` would build them, and `on_connection(reader, writer)` runs in its own task.
+
+    With TLS (`certificates`), the handshake runs before `on_connection`, bounded by
+    `handshake_timeout`, and `on_connection` is also told when the connection was accepted so
+    that the handshake counts against the header timeout. At most `max_handshakes` run at
+    once: a flood of clients that connect and stall costs descriptors up to that bound, and
+    the connections beyond it are closed at once (nothing can be answered before a handshake).
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         sockets: list[socket.socket],
-        on_connection: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                Coroutine[Any, Any, None]],
+        on_connection: Callable[..., Coroutine[Any, Any, None]],
+        *,
+        certificates: tls.Certificates | None = None,
+        handshake_timeout: float = 0.0,
+        max_handshakes: int = 0,
     ) -> None:
         self.loop = loop
         self.sockets = sockets
         self.on_connection = on_connection
+        self.certificates = certificates
+        self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
         self.connecting: set[asyncio.Task[Any]] = set()
         self.paused: list[socket.socket] = []
         self.retry: asyncio.TimerHandle | None = None
@@ -213,9 +239,22 @@ class _Acceptor:
     def _connect(self, sock: socket.socket) -> None:
         loop = self.loop
         reader = asyncio.StreamReader(limit=READER_LIMIT, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, self.on_connection, loop=loop)
+        certificates = self.certificates
         try:
-            task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+            if certificates is None:
+                protocol = asyncio.StreamReaderProtocol(reader, self.on_connection, loop=loop)
+                connect = loop.connect_accepted_socket(lambda: protocol, sock)
+            else:
+                if len(self.connecting) >= self.max_handshakes:
+                    sock.close()  # a handshake flood: the ones in progress are enough
+                    return
+                callback = functools.partial(self.on_connection, accepted=loop.time())
+                protocol = asyncio.StreamReaderProtocol(reader, callback, loop=loop)
+                connect = loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=certificates.context,
+                    ssl_handshake_timeout=self.handshake_timeout,
+                    ssl_shutdown_timeout=tls.SHUTDOWN_TIMEOUT)
+            task = loop.create_task(connect)
         except Exception:  # cannot happen short of a broken loop; never lose the descriptor
             sock.close()
             raise
@@ -225,6 +264,9 @@ class _Acceptor:
     def _connected(self, task: asyncio.Task[Any]) -> None:
         self.connecting.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            # A failed TLS handshake lands here too: plain HTTP to the TLS port, a client that
+            # stalled past the timeout, an unknown CA. Not our failure: closed, never logged
+            # above debug (a port scanner must not flood the log).
             log.debug("could not set up an accepted connection: %s", task.exception())
 
     def _pause(self, listener: socket.socket, exc: OSError) -> None:
@@ -254,7 +296,13 @@ class _Acceptor:
                 sock.close()
         self.paused = []
         if self.connecting:
-            await asyncio.gather(*self.connecting, return_exceptions=True)
+            # TLS handshakes in progress get the grace a fresh connection gets at shutdown;
+            # a stalled one is then dropped (cancelling closes its socket).
+            _, stalled = await asyncio.wait(self.connecting, timeout=DRAIN_FIRST_REQUEST_GRACE)
+            for task in stalled:
+                task.cancel()
+            if stalled:
+                await asyncio.gather(*stalled, return_exceptions=True)
         # connection_made created each handler's task; let it take its first step.
         await asyncio.sleep(0)
 
@@ -269,12 +317,22 @@ class _Server:
         loop: asyncio.AbstractEventLoop,
         metrics: Metrics | None = None,
         pool: CalcPool | None = None,
+        *,
+        scheme: str = "http",
+        max_requests: int = 0,
+        on_max_requests: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.routes = routes
         self.loop = loop
         self.metrics = metrics if metrics is not None else Metrics()
         self.pool = pool
+        self.scheme = scheme
+        self.trust = ProxyTrust(config.forwarded_allow_ips, enabled=config.proxy_headers)
+        # Worker recycling (--max-requests): counts down per request; at 0, on_max_requests
+        # (the supervisor's handover) is called once.
+        self.requests_left = max_requests if max_requests > 0 else math.inf
+        self.on_max_requests = on_max_requests
         self.clients: set[_Client] = set()
         self.draining = False
         self.all_closed = asyncio.Event()
@@ -320,8 +378,19 @@ class _Server:
         if self.access is not None:
             self.access.flush()
 
-    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The connection handler (`_Acceptor`): one call, in its own task, per connection."""
+    def count_requests(self, answered: int) -> None:
+        self.requests_left -= answered
+        if self.requests_left <= 0:
+            self.requests_left = math.inf
+            if self.on_max_requests is not None:
+                self.on_max_requests()
+
+    async def accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        accepted: float | None = None,
+    ) -> None:
+        """The connection handler (`_Acceptor`): one call, in its own task, per connection;
+        `accepted` is when it was accepted, if that was before now (a TLS handshake)."""
         metrics = self.metrics
         # While draining, a connection accepted before the listener closed is still served
         # (one request, then close): under a supervisor's reload that client has no one else.
@@ -329,7 +398,7 @@ class _Server:
             metrics.protocol_error(_REFUSAL.status)
             await _refuse(reader, writer, render(None, _REFUSAL, date=self.date))
             return
-        client = _Client(self, reader, writer)
+        client = _Client(self, reader, writer, accepted)
         self.clients.add(client)
         metrics.connection_opened()
         try:
@@ -431,11 +500,13 @@ class _Client:
     __slots__ = (
         "_interrupt",
         "answered",
+        "client",
         "conn",
         "deadline",
         "deferred",
         "peer",
         "pending",
+        "proxy",
         "reader",
         "server",
         "task",
@@ -447,7 +518,8 @@ class _Client:
     )
 
     def __init__(
-        self, server: _Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, server: _Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        accepted: float | None = None,
     ) -> None:
         self.server = server
         self.reader = reader
@@ -462,14 +534,27 @@ class _Client:
         self.answered = 0  # responses written for parsed requests
         self.pending: bytes | None = None  # answers waiting for server.flush_corked
         self._interrupt: _Interrupt | None = None
-        # The client: the fairness key for the calculation pool, and the access log's host.
         self.peer = _peer_host(writer)
-        # A request whose calculation went to the pool, with when its chunk started.
-        self.deferred: tuple[Request, Deferred, float] | None = None
-        # A fresh connection must send its first head within the header timeout.
-        self.deadline = server.loop.time() + server.config.header_timeout
+        # Who this connection's requests come from (see client_of); the proxy's trust only
+        # when the peer is trusted, so an untrusted connection never looks at a header.
+        self.client = Client(self.peer, server.scheme)
+        self.proxy = server.trust if server.trust.trusts(self.peer) else None
+        # A request whose calculation went to the pool: it, its work, when its chunk started,
+        # and its client (the pool's fairness key is the client's host).
+        self.deferred: tuple[Request, Deferred, float, Client] | None = None
+        # A fresh connection must send its first head within the header timeout, which the
+        # TLS handshake (since `accepted`) counts against.
+        started = server.loop.time() if accepted is None else accepted
+        self.deadline = started + server.config.header_timeout
         self.timer_key = server.timers.schedule(self, self.deadline)
         self.timer_when = self.timer_key * TIMER_RESOLUTION
+
+    def client_of(self, request: Request) -> Client:
+        """The client `request` comes from: the peer, or whom a trusted proxy's Forwarded /
+        X-Forwarded-For names (app.forwarded). What the access log shows and the key of
+        per-client bounds."""
+        proxy = self.proxy
+        return self.client if proxy is None else forwarded_client(self.client, request, proxy)
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -632,15 +717,17 @@ class _Client:
                 verdict = _CLOSE_LINGERING
                 break
             if type(event) is Request:
+                client = self.client_of(event)
                 try:
                     if event.path == "/metrics":
                         response = _metrics_response(event, metrics)
                     elif pool is None:
                         response = handle(event)
                     else:  # a client with work in the pool does not get the inline try
-                        answer = handle(event, 0 if pool.busy_with(self.peer) else INLINE_BUDGET)
+                        host = client.host
+                        answer = handle(event, 0 if pool.busy_with(host) else INLINE_BUDGET)
                         if type(answer) is Deferred:
-                            self.deferred = (event, answer, started)
+                            self.deferred = (event, answer, started, client)
                             verdict = _AWAIT_JOB
                             break
                         assert type(answer) is Response
@@ -652,7 +739,7 @@ class _Client:
                     response, data = self._internal_error(event, draining, date)
                 out.append(data)
                 answered += 1
-                self._account(event, response, now() - started)
+                self._account(event, response, now() - started, client)
                 size += len(data)
                 if size > WRITE_HIGH_WATER:  # a long pipeline: flush and drain before more
                     verdict = _DRAIN_THEN_RESPOND
@@ -666,6 +753,7 @@ class _Client:
                 out.append(CONTINUE_BYTES)
         if answered:
             self.answered += answered
+            server.count_requests(answered)
         if out:
             data = out[0] if len(out) == 1 else b"".join(out)
             transport = self.transport
@@ -696,7 +784,9 @@ class _Client:
         response.close = response.close or draining
         return response, self.conn.send(event, response, date=date)
 
-    def _account(self, event: Request, response: Response, elapsed: float) -> None:
+    def _account(
+        self, event: Request, response: Response, elapsed: float, client: Client
+    ) -> None:
         """Metrics and the access log for one answered request."""
         server = self.server
         status = response.status
@@ -706,9 +796,9 @@ class _Client:
         access = server.access
         if access is not None:
             access.log(
-                self.peer, event.method, event.target, event.version, status,
+                client.host, event.method, event.target, event.version, status,
                 0 if event.method == "HEAD" else len(response.body),
-                elapsed, event.header("user-agent"),
+                elapsed, event.header("user-agent"), scheme=client.scheme,
             )
 
     async def _compute(self) -> None:
@@ -718,7 +808,7 @@ class _Client:
         socket), and its deadline is the body timeout: the pool answers long before.
         """
         assert self.deferred is not None
-        event, deferred, started = self.deferred
+        event, deferred, started, client = self.deferred
         self.deferred = None
         server = self.server
         pool = server.pool
@@ -729,7 +819,7 @@ class _Client:
         def notify(ticket: Ticket) -> None:  # on the pool's thread
             loop.call_soon_threadsafe(_settle, done, ticket)
 
-        ticket = pool.submit(self.peer, deferred.job, notify)
+        ticket = pool.submit(client.host, deferred.job, notify)
         close = server.draining
         outcome: Outcome
         if isinstance(ticket, Shed):
@@ -759,7 +849,8 @@ class _Client:
         except Exception:
             response, data = self._internal_error(event, server.draining, server.date)
         self.answered += 1
-        self._account(event, response, time.perf_counter() - started)
+        server.count_requests(1)
+        self._account(event, response, time.perf_counter() - started, client)
         self.uncork()
         self.transport.write(data)
 
@@ -820,12 +911,10 @@ def _peer_host(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return UNIX_PEER
     return "-"
-
-
-def format_address(host: str, port: int) -> str:
-    """`host:port` for a URL: IPv6 literals go in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def serve(
@@ -837,31 +926,48 @@ async def serve(
     ready: ReadyCallback | None = None,
     sock: socket.socket | list[socket.socket] | None = None,
     metrics: Metrics | None = None,
+    certificates: tls.Certificates | None = None,
+    max_requests: int = 0,
+    on_max_requests: Callable[[], None] | None = None,
 ) -> None:
     """Serve until `shutdown` is set, then drain gracefully (or at once when `force` is set).
 
     `routes` defaults to the calculator's routes over app/static (read with aiofiles); `ready`
-    is called with the bound (host, port) once connections are accepted; `sock` is an already
-    bound listening socket (or several) to use instead of config.host/config.port (e.g. for a
-    pre-fork supervisor), closed when serving ends; `metrics` is where counters go (default:
-    this process only). Without `shutdown`, serves until cancelled.
+    is called with the bound (host, port) once connections are accepted (a Unix socket: (path,
+    0)); `sock` is an already bound listening socket (or several) to use instead of what the
+    config names (e.g. for a pre-fork supervisor), closed when serving ends; `metrics` is where
+    counters go (default: this process only); `certificates` the TLS context holder (default:
+    read from the config's --ssl-* files when TLS is on; raises tls.TLSError if they are bad);
+    `on_max_requests` is called once `max_requests` requests (0: never) have been answered.
+    Without `shutdown`, serves until cancelled.
     """
     loop = asyncio.get_running_loop()
+    if certificates is None and tls.enabled(config):
+        certificates = tls.Certificates(config)
     if routes is None:
         routes = Routes(await load_static_assets())
     if metrics is None:
         metrics = Metrics()
     pool = _make_pool(config, metrics)
-    state = _Server(config, routes, loop, metrics, pool)
+    state = _Server(config, routes, loop, metrics, pool,
+                    scheme="http" if certificates is None else "https",
+                    max_requests=max_requests, on_max_requests=on_max_requests)
+    listeners: Listeners | None = None
     if sock is None:
-        sockets = bind_listeners(config.host, config.port, config.backlog)
+        listeners = open_listeners(config)
+        sockets = listeners.sockets
     else:
         sockets = [sock] if isinstance(sock, socket.socket) else list(sock)
-    listener = _Acceptor(loop, sockets, state.accept)
+    listener = _Acceptor(loop, sockets, state.accept, certificates=certificates,
+                         handshake_timeout=config.header_timeout,
+                         max_handshakes=config.max_connections)
     try:
         bound = sockets[0].getsockname()
         if ready is not None:
-            ready(str(bound[0]), int(bound[1]))
+            if isinstance(bound, tuple):
+                ready(str(bound[0]), int(bound[1]))
+            else:
+                ready(os.fsdecode(bound), 0)
         stop = shutdown if shutdown is not None else asyncio.Event()
         await stop.wait()
         log.info("shutting down: no new connections; %d open", len(state.clients))
@@ -886,6 +992,8 @@ async def serve(
     finally:
         state.close()
         await listener.close()
+        if listeners is not None:
+            listeners.close()
         if pool is not None:  # after the drain: the jobs of finished requests are all done
             await asyncio.to_thread(pool.close)
 
@@ -948,14 +1056,16 @@ def configure_logging(config: Config) -> None:
     )
 
 
-def print_listening(host: str, port: int) -> None:
-    print(f"listening on http://{format_address(host, port)}", flush=True)
+def print_listening(url: str) -> None:
+    """The one line DESIGN.md promises once connections are accepted."""
+    print(f"listening on {url}", flush=True)
 
 
 async def _main(config: Config) -> int:
     loop = asyncio.get_running_loop()
     shutdown = asyncio.Event()
     force = asyncio.Event()
+    certificates: tls.Certificates | None = None
 
     def on_signal(signum: int) -> None:
         if not shutdown.is_set():
@@ -966,14 +1076,27 @@ async def _main(config: Config) -> int:
             log.warning("second SIGINT: exiting now")
             force.set()
 
+    if tls.enabled(config):
+        try:
+            certificates = tls.Certificates(config)
+        except tls.TLSError as exc:
+            log.critical("%s", exc)
+            return 2
+        # One process has no workers to replace: SIGHUP re-reads the certificate instead.
+        loop.add_signal_handler(signal.SIGHUP, certificates.reload)
     try:
-        sockets = bind_listeners(config.host, config.port, config.backlog)
+        listeners = open_listeners(config)
     except OSError as exc:
-        log.critical("cannot listen on %s port %d: %s", config.host, config.port, exc)
+        log.critical("%s", exc)
         return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    await serve(config, shutdown=shutdown, force=force, ready=print_listening, sock=sockets)
+    try:
+        await serve(config, shutdown=shutdown, force=force, sock=listeners.sockets,
+                    certificates=certificates,
+                    ready=lambda host, port: print_listening(listeners.url(tls.enabled(config))))
+    finally:
+        listeners.close()
     return 130 if force.is_set() else 0
 
 

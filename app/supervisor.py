@@ -24,13 +24,21 @@ Signals:
   refused or reset. New workers import the server, routes and calculator afresh (the supervisor
   never imports them), so a reload also picks up new code in those modules and the static files;
   the options stay those the supervisor started with.
+- Worker recycling (`--max-requests N`, `--max-requests-jitter J`, gunicorn's options): a
+  worker that has answered its N + random(0..J) requests tells the supervisor, which replaces
+  it the way SIGHUP does (the new worker first, then the old one drains), so no request fails.
 - A worker that exits unexpectedly is restarted after a backoff (0.1 s doubling to 10 s, reset
   once a worker has lived STABLE_SECONDS). A slot that fails MAX_FAILURES times in a row is a
   crash loop: the supervisor logs it at CRITICAL, stops the other workers and exits with
   status 3, so that systemd (or whoever runs it) sees the failure instead of a silent flapping.
 
-Workers report readiness through a pipe (one byte once the server accepts); the supervisor prints
-the `listening on http://HOST:PORT` line once every first-generation worker is ready. Workers ask
+Other sockets: a Unix socket (`--uds`) or sockets inherited from systemd (`LISTEN_FDS`) or a
+launcher (`--fd`) cannot be multiplied with SO_REUSEPORT, so every slot shares the one set, and
+its one accept queue; the supervisor still holds it for its whole life, so the rule holds.
+
+Workers report through a pipe: one byte once the server accepts, another once --max-requests
+is reached. The supervisor prints the `listening on` line (`http://HOST:PORT`, `https://…`,
+`unix:PATH`) once every first-generation worker is ready. Workers ask
 the kernel (PR_SET_PDEATHSIG) for SIGTERM if the supervisor dies, so none is left orphaned.
 Metrics: each worker writes its counters to its own file in a directory the supervisor creates
 (see app.metrics), so GET /metrics on any worker reports the sum over all of them.
@@ -42,6 +50,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import selectors
 import shutil
 import signal
@@ -56,8 +65,9 @@ from pathlib import Path
 from typing import Final
 
 from app import metrics as metrics_module
+from app import tls
 from app.config import Config
-from app.listen import bind_listeners
+from app.listen import Listeners, open_listeners
 from app.metrics import Metrics
 
 log = logging.getLogger("calcserve.supervisor")
@@ -77,6 +87,7 @@ KILL_MARGIN: Final = 5.0
 # Exit status when giving up on a crash loop (gunicorn uses 3 for "worker failed to boot").
 EXIT_CRASH_LOOP: Final = 3
 _READY: Final = b"R"
+_RECYCLE: Final = b"M"  # --max-requests reached: replace me
 _PR_SET_PDEATHSIG: Final = 1
 _SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 
@@ -84,12 +95,14 @@ _SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 @dataclass
 class WorkerContext:
     """What a worker process is handed: its slot, its listening sockets (one per address of
-    --host), where metrics go, and `ready()` to call once it accepts connections."""
+    --host), where metrics go, `ready()` to call once it accepts connections, and `recycle()`
+    to ask for its replacement (--max-requests)."""
 
     slot: int
     sockets: list[socket.socket]
     metrics_dir: Path
     ready: Callable[[], None]
+    recycle: Callable[[], None] = lambda: None
 
 
 WorkerMain = Callable[[Config, WorkerContext], int]
@@ -114,11 +127,19 @@ def serve_worker(config: Config, context: WorkerContext) -> int:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
-        await server.serve(
-            config, shutdown=shutdown, force=force, sock=context.sockets,
-            ready=lambda host, port: context.ready(),
-            metrics=Metrics.for_worker(context.metrics_dir, context.slot),
-        )
+        # gunicorn's jitter: each worker draws its own limit, so they do not all recycle at once.
+        limit = config.max_requests + random.randint(0, config.max_requests_jitter)
+        try:
+            await server.serve(
+                config, shutdown=shutdown, force=force, sock=context.sockets,
+                ready=lambda host, port: context.ready(),
+                metrics=Metrics.for_worker(context.metrics_dir, context.slot),
+                max_requests=limit if config.max_requests else 0,
+                on_max_requests=context.recycle,
+            )
+        except tls.TLSError as exc:  # a renewed certificate that is broken: the reload fails
+            server.log.critical("%s", exc)
+            return 2
         return 130 if force.is_set() else 0
 
     return server.run(config, main=main)
@@ -136,7 +157,7 @@ class _Worker:
 
 @dataclass
 class _Slot:
-    sockets: list[socket.socket]
+    sockets: list[socket.socket]  # the same list in every slot when the listeners are shared
     failures: int = 0
     restart_at: float | None = None
     workers: list[_Worker] = field(default_factory=list)
@@ -168,27 +189,36 @@ class Supervisor:
         self.announced = False
         self.reload_queue: list[int] = []
         self.reload_pending: _Worker | None = None  # the new worker we wait on before retiring
+        self.listeners: list[Listeners] = []
+        self.reloading = False  # a SIGHUP reload (not only --max-requests replacements) runs
 
     # -- setup --------------------------------------------------------------------------------
 
     def _bind(self) -> None:
         config = self.config
-        port = config.port
+        first = open_listeners(config, reuse_port=True)
+        self.listeners.append(first)
         for _ in range(self.count):
-            sockets = bind_listeners(config.host, port, config.backlog, reuse_port=True)
+            if first.shared or not self.slots:
+                self.slots.append(_Slot(first.sockets))
+                continue
             # Port 0: the first slot picked the port; the others join it.
-            port = sockets[0].getsockname()[1]
-            self.slots.append(_Slot(sockets))
+            port = first.sockets[0].getsockname()[1]
+            more = open_listeners(config.with_changes(port=port), reuse_port=True)
+            self.listeners.append(more)
+            self.slots.append(_Slot(more.sockets))
+
+    def _close_listeners(self) -> None:
+        for listeners in self.listeners:
+            listeners.close()  # removes the --uds socket file, if it is still ours
 
     def run(self) -> int:
         """Start the workers and supervise them until stopped; returns the exit status."""
         try:
             self._bind()
         except OSError as exc:
-            log.critical("cannot listen on %s port %d: %s", self.config.host, self.config.port,
-                         exc)
-            for slot in self.slots:
-                _close_all(slot.sockets)
+            log.critical("%s", exc)
+            self._close_listeners()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             return 1
         os.set_blocking(self.wakeup_w, False)
@@ -203,8 +233,7 @@ class Supervisor:
             self._loop()
         finally:
             signal.set_wakeup_fd(-1)
-            for slot in self.slots:
-                _close_all(slot.sockets)
+            self._close_listeners()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return self.exit_status
 
@@ -264,8 +293,7 @@ class Supervisor:
                       pending.pid, READY_TIMEOUT)
             pending.retiring = True
             _kill(pending.pid, signal.SIGKILL)
-            self.reload_pending = None
-            self.reload_queue.clear()
+            self._abandon_reload()
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -296,10 +324,11 @@ class Supervisor:
             self.selector.close()
             os.close(self.wakeup_r)
             os.close(self.wakeup_w)
-            for other, slot in enumerate(self.slots):
+            own = self.slots[index].sockets
+            for slot in self.slots:
                 for worker in slot.workers:
                     os.close(worker.ready_fd)
-                if other != index:
+                if slot.sockets is not own:
                     _close_all(slot.sockets)
             parent = os.getppid()
             _die_with_parent()
@@ -307,12 +336,12 @@ class Supervisor:
             if os.getppid() != parent:  # the supervisor died before we asked to follow it
                 os._exit(1)
 
-            def ready() -> None:
+            def tell(message: bytes) -> None:  # the pipe closes when this process exits
                 with contextlib.suppress(OSError):
-                    os.write(ready_w, _READY)
-                    os.close(ready_w)
+                    os.write(ready_w, message)
 
-            context = WorkerContext(index, self.slots[index].sockets, self.metrics_dir, ready)
+            context = WorkerContext(index, own, self.metrics_dir, lambda: tell(_READY),
+                                    lambda: tell(_RECYCLE))
             code = self.worker_main(self.config, context)
             if os.getppid() != parent:  # orphaned: nobody is left to remove the directory
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -334,17 +363,20 @@ class Supervisor:
             data = os.read(worker.ready_fd, 16)
         except OSError:
             data = b""
-        if not data:  # the worker closed its end (it is ready, or it died: SIGCHLD tells)
+        if not data:  # the worker exited (SIGCHLD tells the rest)
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(worker.ready_fd)
+            return
+        if _RECYCLE in data:
+            self._recycle(worker)
+        if _READY not in data or worker.ready:
             return
         worker.ready = True
         if not self.announced and all(s.serving() and s.serving()[0].ready for s in self.slots):
             self.announced = True
-            host, port = self.slots[0].sockets[0].getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
             log.info("%d workers ready", self.count)
-            print(f"listening on http://{shown}:{port}", flush=True)
+            url = self.listeners[0].url(tls.enabled(self.config))
+            print(f"listening on {url}", flush=True)
         if worker is self.reload_pending:
             self.reload_pending = None
             for old in self.slots[worker.slot].workers:
@@ -388,8 +420,7 @@ class Supervisor:
             log.error("worker %d (slot %d) %s unexpectedly", pid, index, how)
             if worker is self.reload_pending:
                 log.error("reload: new worker for slot %d failed; keeping the old workers", index)
-                self.reload_pending = None
-                self.reload_queue.clear()
+                self._abandon_reload()
             if slot.serving():  # another worker (the old one, mid-reload) still serves the slot
                 return
             lived = time.monotonic() - worker.started
@@ -434,12 +465,34 @@ class Supervisor:
     def _reload(self) -> None:
         if self.stopping:
             return
-        if self.reload_queue or self.reload_pending is not None:
+        if self.reloading:
             log.info("SIGHUP: a reload is already running; ignored")
             return
         log.info("SIGHUP: replacing %d workers one by one", self.count)
+        self.reloading = True
+        # Replacements for --max-requests in progress are overtaken: every slot gets a worker
+        # forked after this signal (new code, a renewed certificate).
         self.reload_queue = list(range(self.count))
-        self._reload_next()
+        if self.reload_pending is None:
+            self._reload_next()
+
+    def _abandon_reload(self) -> None:
+        self.reload_pending = None
+        self.reload_queue.clear()
+        self.reloading = False
+
+    def _recycle(self, worker: _Worker) -> None:
+        """--max-requests: replace `worker` as a reload would, after any reload in progress."""
+        if self.stopping or worker.retiring or worker not in self.slots[worker.slot].serving():
+            return
+        if worker.slot in self.reload_queue or (
+                self.reload_pending is not None and self.reload_pending.slot == worker.slot):
+            return  # already being replaced
+        log.info("worker %d (slot %d) answered its --max-requests: replacing it", worker.pid,
+                 worker.slot)
+        self.reload_queue.append(worker.slot)
+        if self.reload_pending is None:
+            self._reload_next()
 
     def _reload_next(self) -> None:
         while self.reload_queue and not self.stopping:
@@ -450,7 +503,8 @@ class Supervisor:
             self.reload_pending = self.slots[index].workers[-1]
             return
         if not self.stopping:
-            log.info("reload complete")
+            log.info("reload complete" if self.reloading else "worker replaced")
+        self.reloading = False
 
 
 def _note_signal(signum: int, frame: object) -> None:

@@ -3,6 +3,7 @@
 
     python3 scripts/bench_ops.py                      # workers 1 vs 2, 3 runs x 5 s each
     python3 scripts/bench_ops.py --baseline d61873c   # also: this tree vs the server at a commit
+    python3 scripts/bench_ops.py --skip-workers --nginx   # nginx -> instances: Unix vs TCP
 
 Measured like scripts/bench.py: wrk (one thread, 64 keep-alive connections) with
 scripts/bench_post.lua, POST /calculate over scripts/bench.py's corpus; server CPU is utime+stime
@@ -15,6 +16,10 @@ from /proc of every server process (supervisor and workers) across the run.
   tree against a copy of it whose driver files (BASELINE_FILES) are those of the baseline
   commit, alternating run by run, so the difference is what the driver changes in between cost
   per request (for us: metrics and the /metrics interception).
+- nginx: deploy/nginx.conf (as tests/test_ops_nginx.py rewrites it) in front of two instances,
+  over Unix sockets (as deployed) or over TCP, alternating run by run; wrk talks to nginx.
+  Nothing pinned (nginx's two workers, two instances and wrk share the cores); CPU per request
+  is that of the instances and nginx together.
 """
 
 from __future__ import annotations
@@ -30,13 +35,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python scripts/bench_ops.py`: for tests.test_ops_nginx
+    sys.path.insert(0, str(ROOT))
 # The files the ops integration touched; --baseline swaps only these.
 BASELINE_FILES = ("app/server.py", "app/config.py", "app/__main__.py")
 GET_PATH: str | None = None
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"listening on (?:https?://127\.0\.0\.1:(\d+)|unix:(\S+))")
 
 
 def load_corpus() -> list[str]:
@@ -60,26 +68,35 @@ def server_pids(pid: int) -> list[int]:
         return [pid, *(int(child) for child in f.read().split())]
 
 
-def start(tree: Path, workers: int, core: int | None) -> tuple[subprocess.Popen[str], int]:
-    argv = [sys.executable, "-m", "app", "--port", "0", "--no-access-log"]
+def start(tree: Path, workers: int, core: int | None,
+          extra: Sequence[str] = ()) -> tuple[subprocess.Popen[str], int]:
+    """`python -m app` from `tree`; returns it and its port (0 on a Unix socket)."""
+    argv = [sys.executable, "-m", "app", "--port", "0", "--no-access-log", *extra]
     if workers > 1:
         argv += ["--workers", str(workers)]
+    return start_process(argv, core, cwd=tree)
+
+
+def start_process(argv: list[str], core: int | None,
+                  cwd: Path = ROOT) -> tuple[subprocess.Popen[str], int]:
+    """Any server that prints the listening line; pinned to `core` when given."""
     if core is not None:
         argv = ["taskset", "-c", str(core), *argv]
-    proc = subprocess.Popen(argv, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     assert proc.stdout is not None
     match = LISTENING.search(proc.stdout.readline())
     if match is None:
         proc.kill()
-        raise SystemExit(f"{tree}: no listening line")
-    return proc, int(match[1])
+        raise SystemExit(f"{argv}: no listening line")
+    return proc, int(match[1] or 0)
 
 
-def run_wrk(port: int, seconds: float, corpus: Path, core: int | None) -> dict[str, float]:
+def run_wrk(port: int, seconds: float, corpus: Path, core: int | None,
+            scheme: str = "http") -> dict[str, float]:
     argv = ["wrk", "-t1", "-c64", f"-d{seconds:g}s", "--latency", "--timeout=5s", "-s",
-            str(ROOT / "scripts" / "bench_post.lua"), f"http://127.0.0.1:{port}", "--", "post",
-            str(corpus)]
+            str(ROOT / "scripts" / "bench_post.lua"), f"{scheme}://127.0.0.1:{port}", "--",
+            "post", str(corpus)]
     if GET_PATH:  # a cheap request: what the driver adds per request shows most
         lua = corpus.with_name("get.lua")
         lua.write_text(f'dofile("{ROOT / "scripts" / "bench_post.lua"}")\n'
@@ -101,18 +118,52 @@ def measure(tree: Path, workers: int, seconds: float, corpus: Path,
             pin: tuple[int, int] | None) -> dict[str, float]:
     proc, port = start(tree, workers, pin[0] if pin else None)
     try:
-        time.sleep(0.5)
-        pids = server_pids(proc.pid)
-        run_wrk(port, 1.0, corpus, pin[1] if pin else None)  # warm-up
-        before = sum(cpu_seconds(p) for p in pids)
-        result = run_wrk(port, seconds, corpus, pin[1] if pin else None)
-        cpu = sum(cpu_seconds(p) for p in pids) - before
+        return load(proc, port, seconds, corpus, pin[1] if pin else None)
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def load(proc: subprocess.Popen[str], port: int, seconds: float, corpus: Path,
+         client_core: int | None, scheme: str = "http",
+         pids: Sequence[int] = ()) -> dict[str, float]:
+    """wrk against `port` (after a warm-up); CPU of `proc`, its children and `pids` (that of
+    `pids` alone also as `others_us_per_req`)."""
+    time.sleep(0.5)
+    own = server_pids(proc.pid)
+    run_wrk(port, 1.0, corpus, client_core, scheme)  # warm-up
+    before = [sum(cpu_seconds(p) for p in group) for group in (own, pids)]
+    result = run_wrk(port, seconds, corpus, client_core, scheme)
+    after = [sum(cpu_seconds(p) for p in group) for group in (own, pids)]
     rps = result["requests"] / result["seconds"]
-    return {"rps": rps, "cpu_us_per_req": cpu / result["requests"] * 1e6,
+    per_request = [(b - a) / result["requests"] * 1e6 for a, b in zip(before, after, strict=True)]
+    return {"rps": rps, "cpu_us_per_req": sum(per_request), "others_us_per_req": per_request[1],
             "errors": result["errors"], "p99_ms": result["p99_ms"]}
+
+
+def measure_nginx(transport: str, seconds: float, corpus: Path) -> dict[str, float]:
+    """deploy/nginx.conf to two instances over `transport` ("unix" or "tcp")."""
+    from tests.test_ops_nginx import start_nginx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        instances = []
+        try:
+            for n in (1, 2):
+                extra = ["--uds", f"{tmp}/calcserve-{n}.sock"] if transport == "unix" else []
+                instances.append(start(ROOT, 1, None, extra))
+            addresses = [f"unix:{tmp}/calcserve-{n}.sock" if transport == "unix"
+                         else f"127.0.0.1:{port}" for n, (_, port) in enumerate(instances, 1)]
+            nginx, nginx_port = start_nginx(Path(tmp), addresses)
+            try:
+                return load(nginx, nginx_port, seconds, corpus, None,
+                            pids=[p for proc, _ in instances for p in server_pids(proc.pid)])
+            finally:
+                nginx.terminate()
+                nginx.wait(10)
+        finally:
+            for proc, _ in instances:
+                proc.terminate()
+                proc.wait(30)
 
 
 def summarize(label: str, runs: list[dict[str, float]]) -> None:
@@ -130,6 +181,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", help="a commit whose server to compare this tree with")
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--nginx", action="store_true",
+                        help="nginx to two instances over Unix sockets against over TCP")
     parser.add_argument("--get", metavar="PATH",
                         help="load GET PATH (e.g. /healthz) instead of POST /calculate")
     args = parser.parse_args()
@@ -162,6 +215,19 @@ def main() -> None:
                 pairs[args.baseline].append(measure(base, 1, args.duration, corpus, (0, 1)))
             for label, runs in pairs.items():
                 summarize(f"{label} (pinned server 0, wrk 1)", runs)
+        if args.nginx:
+            via: dict[str, list[dict[str, float]]] = {"unix": [], "tcp": []}
+            for _ in range(args.runs):
+                for transport in via:
+                    via[transport].append(measure_nginx(transport, args.duration, corpus))
+            for transport, runs in via.items():
+                summarize(f"nginx -> 2 instances over {transport}", runs)
+                print(f"  of which the instances: "
+                      f"{statistics.median(r['others_us_per_req'] for r in runs):.1f} us CPU/req",
+                      flush=True)
+            ratio = (statistics.median(r["rps"] for r in via["unix"])
+                     / statistics.median(r["rps"] for r in via["tcp"]))
+            print(f"nginx over Unix sockets / over TCP: {ratio:.2f}x req/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ def cannot_run(reason: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    """One Playwright per module: the sync API cannot run two at once (a test that needs a
+    Chromium with other flags launches it from this one)."""
     missing = []
     if playwright_api is None:
         missing.append("the playwright package is not installed (pip install -e '.[test]')")
@@ -77,13 +79,18 @@ def browser() -> Iterator[Any]:
     if missing:
         cannot_run("; ".join(missing))
     with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any) -> Iterator[Any]:
+    chromium = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        yield chromium
+    finally:
+        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Start any of the five server modes as a real subprocess on port 0 and talk to it.
 
 Shared by every end-to-end test: the listening line is the contract (DESIGN.md), so a mode is
-"up" exactly when it has printed `listening on http://HOST:PORT`.
+"up" exactly when it has printed `listening on http://HOST:PORT` (`https://…` with TLS,
+`unix:PATH` on a Unix socket).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ MODULES: dict[str, str] = {
 }
 MODES = list(MODULES)
 
-LISTENING = re.compile(r"^listening on http://(?P<host>\[[^\]]+\]|[^:\s]+):(?P<port>\d+)$")
+LISTENING = re.compile(r"^listening on (?:(?P<scheme>https?)://(?P<host>\[[^\]]+\]|[^:\s]+)"
+                       r":(?P<port>\d+)|unix:(?P<uds>.+))$")
 START_TIMEOUT = 20.0  # seconds; generous because CI shares 2 cores with other tests
 
 
@@ -42,10 +44,12 @@ class ServerProcess:
     port: int
     _stderr: list[str] = field(default_factory=list)
     _pumps: list[threading.Thread] = field(default_factory=list)
+    scheme: str = "http"
+    uds: str | None = None  # listening on this Unix socket instead of host:port
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def address(self) -> tuple[str, int]:
@@ -64,6 +68,16 @@ class ServerProcess:
             pump.join(5)
 
     def connect(self, timeout: float = 10.0) -> socket.socket:
+        """A plain connection (TCP, or the Unix socket); TLS tests wrap it themselves."""
+        if self.uds is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(self.uds)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
         return socket.create_connection(self.address, timeout=timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
@@ -129,7 +143,8 @@ def running_server(
         )
     # Keep draining stdout so a chatty server never blocks on a full pipe.
     threading.Thread(target=_pump, args=(proc.stdout, []), daemon=True).start()
-    server = ServerProcess(mode, proc, match["host"], int(match["port"]), stderr, [err_pump])
+    server = ServerProcess(mode, proc, match["host"] or "", int(match["port"] or 0), stderr,
+                           [err_pump], match["scheme"] or "http", match["uds"])
     try:
         yield server
     finally:

@@ -73,6 +73,7 @@ MIN_OUTLINE_PX = 2  # WCAG 2.4.13's focus-appearance thickness (AAA), which we h
 
 
 # One Chromium and one server for the module's tests.
+playwright = browser_support.playwright
 browser = browser_support.browser
 server = browser_support.server
 open_page = browser_support.open_page

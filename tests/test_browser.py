@@ -22,12 +22,14 @@ from tests.browser_support import (
     key,
     relative_luminance,
 )
-from tests.support import ServerProcess
+from tests.certs import Pki
+from tests.support import ServerProcess, running_server
 
 pytestmark = pytest.mark.browser
 
 
 # One Chromium and one server for the module's tests.
+playwright = browser_support.playwright
 browser = browser_support.browser
 server = browser_support.server
 open_page = browser_support.open_page
@@ -375,3 +377,33 @@ def test_readme_screenshots(open_page: Any) -> None:
         expect(page.locator(".frac-den")).to_have_text("8")
         page.locator("#expr").blur()
         p.shot(name)
+
+
+# ---- over TLS ------------------------------------------------------------------------------
+
+
+def test_the_page_over_tls(playwright: Any, pki: Pki) -> None:
+    """The page and a calculation over HTTPS. Chromium trusts exactly the test server's key
+    (--ignore-certificate-errors-spki-list pins its SPKI hash), not any certificate: a
+    certificate error would still fail the navigation."""
+    tls = ["--ssl-certfile", str(pki.cert), "--ssl-keyfile", str(pki.key)]
+    with running_server("asyncio", *tls) as srv:
+        assert srv.scheme == "https"
+        chromium = playwright.chromium.launch(
+            executable_path=str(browser_support.CHROMIUM), headless=True,
+            args=[*browser_support.CHROMIUM_ARGS,
+                  f"--ignore-certificate-errors-spki-list={pki.spki_sha256()}"],
+        )
+        try:
+            p = browser_support.Page(chromium, f"https://localhost:{srv.port}/")
+            page = p.page
+            assert page.evaluate("location.protocol") == "https:"
+            assert page.evaluate("window.isSecureContext") is True
+            calculate(page, "2^10")
+            expect(page.locator("#result-value")).to_have_text("1024")
+            p.shot("tls")
+            assert p.problems == [], p.problems
+            p.close()
+        finally:
+            chromium.close()
+        assert "Traceback" not in srv.stderr_text()

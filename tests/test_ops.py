@@ -259,6 +259,39 @@ def test_sighup_replaces_every_worker_under_load_and_loses_nothing() -> None:
         assert server.stop() == 0
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_max_requests_recycles_workers_under_load_and_loses_nothing(workers: str) -> None:
+    # One worker too: --max-requests runs the supervisor, which hands over as on SIGHUP.
+    with running_server("--workers", workers, "--max-requests", "40",
+                        "--max-requests-jitter", "10") as server, Load(server) as load:
+        seen: set[int] = set()
+
+        def recycled() -> bool:
+            seen.update(children(server.proc.pid))
+            return len(seen) >= 2 * int(workers) + 2 and load.count() > 300
+
+        assert wait_for(recycled, 30), (seen, load.count(), server.stderr_text())
+        load.stop()
+        assert load.failures == []
+        assert wait_for(lambda: len(children(server.proc.pid)) == int(workers))
+        stderr = server.stderr_text()
+        assert "answered its --max-requests: replacing it" in stderr
+        assert "unexpectedly" not in stderr and "Traceback" not in stderr
+        assert server.stop() == 0
+
+
+def test_a_sighup_during_recycling_still_replaces_every_worker() -> None:
+    with running_server("--workers", "2", "--max-requests", "200") as server, \
+            Load(server) as load:
+        assert wait_for(lambda: "--max-requests: replacing it" in server.stderr_text())
+        before = children(server.proc.pid)
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload complete" in server.stderr_text())
+        assert wait_for(lambda: not children(server.proc.pid) & before)
+        load.stop()
+        assert load.failures == []
+
+
 def test_workers_auto_is_one_per_usable_cpu() -> None:
     assert parse_config(["--workers", "auto"], environ={}).workers == len(os.sched_getaffinity(0))
     assert parse_config([], environ={"CALCSERVE_WORKERS": "3"}).workers == 3

@@ -1,9 +1,13 @@
 """deploy/nginx.conf in front of two calcserve instances, on loopback, as the current user.
 
 The shipped configuration is used as is, except for what must differ in a test: the upstream
-addresses (two instances on port 0), the listening port, and pid/log/temp paths (in tmp_path),
-plus `daemon off;`. Then: requests reach both instances; one instance is stopped (SIGTERM,
-graceful) while clients keep sending GET and POST requests through nginx, and none fails.
+addresses (two instances on Unix sockets in tmp_path, as deployed; or on TCP port 0), the
+listening port, and pid/log/temp paths (in tmp_path), plus `daemon off;`. Then: requests reach
+both instances; one instance is stopped (SIGTERM, graceful) while clients keep sending GET and
+POST requests through nginx, and none fails; and the instances log the client nginx names in
+X-Forwarded-For, not nginx, however the client tries to forge it.
+
+`nginx_config` and `start_nginx` are also what scripts/bench_ops.py measures nginx with.
 """
 
 from __future__ import annotations
@@ -32,12 +36,18 @@ if NGINX is None and not os.environ.get("CI"):
                 allow_module_level=True)
 
 
-def nginx_config(tmp: Path, port: int, upstreams: list[ServerProcess]) -> str:
+def upstream_address(server: ServerProcess) -> str:
+    """How nginx names an instance: `unix:PATH` or `HOST:PORT`."""
+    return f"unix:{server.uds}" if server.uds else f"{server.host}:{server.port}"
+
+
+def nginx_config(tmp: Path, port: int, upstreams: list[str]) -> str:
+    """deploy/nginx.conf with its upstream servers replaced by `upstreams` (nginx addresses)."""
     text = (ROOT / "deploy" / "nginx.conf").read_text()
     servers = "".join(
-        f"        server {u.host}:{u.port} max_fails=1 fail_timeout=5s;\n" for u in upstreams
+        f"        server {address} max_fails=1 fail_timeout=5s;\n" for address in upstreams
     )
-    text, n = re.subn(r"(?m)^ *server 127\.0\.0\.1:\d+ [^\n]*\n", "", text)
+    text, n = re.subn(r"(?m)^ *server unix:\S+ [^\n]*\n", "", text)
     assert n >= 2, "deploy/nginx.conf: upstream server lines not found"
     text = text.replace("        zone calcserve 64k;\n", "        zone calcserve 64k;\n" + servers)
     replacements = {
@@ -65,7 +75,7 @@ def free_port() -> int:
         return port
 
 
-def start_nginx(tmp: Path, upstreams: list[ServerProcess]) -> tuple[subprocess.Popen[bytes], int]:
+def start_nginx(tmp: Path, upstreams: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     assert NGINX is not None, "CI is set but nginx is missing: .ci/run installs it"
     for _ in range(5):  # the free port may be taken between probe and bind: try another
         port = free_port()
@@ -88,9 +98,14 @@ def start_nginx(tmp: Path, upstreams: list[ServerProcess]) -> tuple[subprocess.P
     raise AssertionError(f"nginx did not start; error.log:\n{log}")
 
 
-@pytest.fixture
-def two_instances() -> Iterator[list[ServerProcess]]:
-    with running_server("asyncio") as first, running_server("asyncio") as second:
+@pytest.fixture(params=["unix", "tcp"])
+def two_instances(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    """Two instances, on Unix sockets as deploy/nginx.conf has them, or on TCP."""
+    def args(n: int) -> list[str]:
+        return ["--uds", str(tmp_path / f"calcserve-{n}.sock")] if request.param == "unix" else []
+
+    with running_server("asyncio", *args(1)) as first, \
+            running_server("asyncio", *args(2)) as second:
         yield [first, second]
 
 
@@ -137,7 +152,7 @@ def test_nginx_balances_two_instances_and_survives_stopping_one(
     two_instances: list[ServerProcess], tmp_path: Path
 ) -> None:
     first, second = two_instances
-    nginx, port = start_nginx(tmp_path, two_instances)
+    nginx, port = start_nginx(tmp_path, [upstream_address(u) for u in two_instances])
     try:
         for n in range(20):  # fresh client connections; nginx round-robins upstream
             sock = calculate(port, None, n, post=n % 2 == 0)
@@ -183,3 +198,33 @@ def test_nginx_balances_two_instances_and_survives_stopping_one(
         nginx.wait(10)
     errors = (tmp_path / "error.log").read_text()
     assert "[emerg]" not in errors and "[alert]" not in errors, errors
+
+
+def test_instances_behind_nginx_log_the_client_not_nginx(tmp_path: Path) -> None:
+    """Over a Unix socket, the instance believes nginx's X-Forwarded-For (a Unix peer is
+    trusted), and nginx appends the address it saw: a client on 127.0.0.2 that forges the
+    header is still logged as 127.0.0.2."""
+    with running_server("asyncio", "--uds", str(tmp_path / "calcserve-1.sock"),
+                        "--log-format", "json") as instance:
+        nginx, port = start_nginx(tmp_path, [upstream_address(instance)])
+        try:
+            for forged in ("", "X-Forwarded-For: 6.6.6.6\r\n", "X-Forwarded-For: junk\r\n"):
+                with socket.create_connection(("127.0.0.1", port), timeout=15,
+                                              source_address=("127.0.0.2", 0)) as sock:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                 + forged.encode() + b"\r\n")
+                    assert read_response(sock, bytearray()).status == 200
+
+            def remotes() -> list[object]:
+                return [json.loads(line)["remote"] for line in instance.stderr_text().splitlines()
+                        if line.startswith("{")]
+
+            deadline = time.monotonic() + 10
+            while len(remotes()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # "6.6.6.6, 127.0.0.2" and "junk, 127.0.0.2": the walk from the right stops at the
+            # first untrusted entry, the one nginx appended; what the client wrote is never read.
+            assert remotes() == ["127.0.0.2"] * 3, instance.stderr_text()
+        finally:
+            nginx.terminate()
+            nginx.wait(10)

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 
 from app.config import Config
-from app.listen import bind_listeners
+from app.listen import bind_listeners, format_address
 from app.protocol import Request, Response
 from app.routes import STATIC_DIR, Deferred, Routes, load_assets
-from app.server import format_address, serve
+from app.server import serve
 from tests.support import (
     RawResponse,
     ServerProcess,

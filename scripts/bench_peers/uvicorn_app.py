@@ -75,9 +75,9 @@ class Server(uvicorn.Server):
         self.should_exit = True
 
 
-def main() -> None:
-    host, port = parse_args(__doc__ or "")
-    config = uvicorn.Config(
+def make_config(host: str, port: int, **options: Any) -> uvicorn.Config:
+    """The peer's configuration; `options` adds uvicorn settings (scripts/bench_tls.py: TLS)."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -88,9 +88,14 @@ def main() -> None:
         log_level="warning",
         backlog=BACKLOG,
         timeout_keep_alive=int(IDLE_TIMEOUT),
+        **options,
     )
+
+
+def main() -> None:
+    host, port = parse_args(__doc__ or "")
     # run(), not asyncio.run(serve()): run() installs the configured loop (uvloop).
-    Server(config).run()
+    Server(make_config(host, port)).run()
 
 
 if __name__ == "__main__":
