@@ -138,7 +138,8 @@ def test_uds_with_workers_reloads_without_a_failed_request(tmp_path: Path) -> No
         assert wait_for(lambda: load.count() > after + 20)
         load.stop()
         assert load.failures == []
-        assert children(server.proc.pid).isdisjoint(before)
+        # The old workers drain their connections and exit after "reload complete".
+        assert wait_for(lambda: children(server.proc.pid).isdisjoint(before))
 
 
 # -- inherited sockets: --fd and LISTEN_FDS ----------------------------------------------------
