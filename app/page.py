@@ -35,6 +35,10 @@ ERROR_TITLES: dict[str, str] = {
     "domain": "Outside the domain",
     "division_by_zero": "Division by zero",
     "limit": "Too large",
+    # The server's own answers to a calculation it could not run (no position in the text):
+    "too_many_requests": "Too many at once",
+    "unavailable": "Server busy",
+    "internal": "Server error",
 }
 
 # Fractions longer than this are written on one line ("1/7" stacks; "1/63668...01" does not).
@@ -53,13 +57,20 @@ def render_page(
     expr: str = "",
     result: Result | None = None,
     error: CalcError | None = None,
+    notice: tuple[str, str] | None = None,
 ) -> bytes:
     """Fill `template` for `expr` and its result or error; return UTF-8 HTML.
 
+    `notice` is `(kind, message)` for a calculation the server did not run (a 429, 503 or 500
+    from the pool): shown as an error, but with no caret, since nothing in the text is at fault.
     With neither a result nor an error the page is the empty calculator (still showing `expr`).
     Unknown placeholders are a bug in the template and raise KeyError.
     """
-    if error is not None:
+    if notice is not None:
+        state = "error"
+        caret = ""
+        output = _notice_block(*notice)
+    elif error is not None:
         state = "error"
         caret = _caret_row(expr, error.position, error.length)
         output = _error_block(expr, error)
@@ -74,7 +85,7 @@ def render_page(
     values = {
         "expr": escape(expr, quote=True),
         "state": state,
-        "invalid": "true" if error is not None else "false",
+        "invalid": "true" if error is not None and notice is None else "false",
         "caret": caret,
         "result": output,
         "copy": "" if result is not None and error is None else "disabled",
@@ -124,6 +135,16 @@ def _error_block(expr: str, error: CalcError) -> str:
         f'<span class="error-title">{escape(title)}</span>'
         f'<span class="error-text">{escape(_after_title(title, error.message))}</span> '
         f'<span class="error-where">{escape(_where(expr, error.position))}</span>'
+        f"</span>"
+    )
+
+
+def _notice_block(kind: str, message: str) -> str:
+    title = ERROR_TITLES.get(kind, "Error")
+    return (
+        f'<span class="error" id="error-message" data-kind="{escape(kind)}">'
+        f'<span class="error-title">{escape(title)}</span>'
+        f'<span class="error-text">{escape(_after_title(title, message))}</span>'
         f"</span>"
     )
 

@@ -430,11 +430,12 @@ class Routes:
         )
 
     def _render(
-        self, status: int, expr: str, result: Result | None = None, error: CalcError | None = None
+        self, status: int, expr: str, result: Result | None = None, error: CalcError | None = None,
+        notice: tuple[str, str] | None = None,
     ) -> Response:
         if self._template is None:  # a deployment without index.html: say so, do not crash
             raise RuntimeError("static asset index.html is missing")
-        body = render_page(self._template, expr=expr, result=result, error=error)
+        body = render_page(self._template, expr=expr, result=result, error=error, notice=notice)
         return Response(
             status,
             [("Content-Type", _HTML), _NOSNIFF, ("Cache-Control", "no-cache"), _VARY, _CSP],
@@ -509,6 +510,9 @@ class Routes:
             extra = ()
         if mode == "json":
             response = _json_response(status, {"error": {"kind": kind, "message": message}})
+            response.headers.extend(extra)
+        elif mode == "html":  # a browser's form post: the page, saying what happened
+            response = self._render(status, expr, notice=(kind, message))
             response.headers.extend(extra)
         else:
             response = _text_response(status, f"{status} {message}\n", _NO_STORE, *extra)

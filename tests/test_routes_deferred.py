@@ -104,6 +104,12 @@ def test_a_shed_job_is_429_or_503_with_retry_after(shed: Shed, status: int, kind
         assert response.reason == kind
     as_json = json.loads(deferred(COSTLY, "json").render(shed).body)
     assert as_json["error"]["kind"] == kind
+    # A browser's form post gets the calculator page back, the expression kept, the reason shown.
+    page = deferred(COSTLY, "html").render(shed)
+    assert dict(page.headers)["Content-Type"].startswith("text/html")
+    assert f'data-kind="{kind}"'.encode() in page.body
+    assert b'value="sqrt(2)+sqrt(2)' in page.body
+    assert b"caret-mark" not in page.body  # nothing in the text is at fault
 
 
 def test_a_job_stopped_at_the_time_limit_is_a_422_limit_error() -> None:
@@ -118,11 +124,12 @@ def test_a_job_stopped_at_the_time_limit_is_a_422_limit_error() -> None:
 
 
 def test_a_job_whose_worker_died_is_a_500_that_says_so() -> None:
-    for mode in ("json", "text"):
+    for mode in ("json", "text", "html"):
         response = deferred(COSTLY, mode).render(Stopped("lost", 0.1))
         assert response.status == 500
         assert b"worker process stopped unexpectedly" in response.body
         assert not any(name == "Retry-After" for name, _ in response.headers)
+    assert b'data-kind="internal"' in deferred(COSTLY, "html").render(Stopped("lost", 0.1)).body
 
 
 def test_an_expression_past_the_length_limit_is_refused_inline_not_deferred() -> None:

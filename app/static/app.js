@@ -20,6 +20,9 @@
     domain: "Outside the domain",
     division_by_zero: "Division by zero",
     limit: "Too large",
+    too_many_requests: "Too many at once",
+    unavailable: "Server busy",
+    internal: "Server error",
   };
   const MIN_FONT_PX = 14;
   const LONG_FRACTION = 16; // longer fractions are written on one line, not stacked
