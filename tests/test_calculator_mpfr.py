@@ -214,3 +214,33 @@ def test_results_do_not_depend_on_the_threads_gmpy2_context() -> None:
     thread.start()
     thread.join()
     assert seen == expected
+
+
+def test_threads_evaluating_at_once_get_every_answer_right() -> None:
+    """The thread modes evaluate in many threads at once. Each evaluation enters its own copy of
+    the working context: entering one shared context object from two threads made each restore
+    the other's on exit ("Unexpected failure in restoring context", and in a server a crash)."""
+    import threading
+
+    cases = [text for text, _ in references(40, seed=11)] + [
+        "+".join(["sin(7)"] * 20), "sqrt(-4)", "1/3", "sin(30°)", "2^0.5",
+    ]  # fmt: skip
+    expected = [_display(text) for text in cases]
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(12)
+
+    def evaluate_all() -> None:
+        try:
+            start.wait()
+            results.append([_display(text) for _ in range(10) for text in cases][-len(cases):])
+        except BaseException as error:  # reported below, beside its peers
+            errors.append(error)
+
+    threads = [threading.Thread(target=evaluate_all) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == [expected] * 12

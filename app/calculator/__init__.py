@@ -136,7 +136,7 @@ def parse(text: str) -> Node:
     builder = TreeBuilder(Ledger(None))
     parser = Parser(text, toks, builder)
     builder.locate = parser.locate
-    with WORK:  # literals are valued as in evaluate()
+    with WORK.copy():  # literals are valued as in evaluate(); a copy, as there
         return parser.parse()
 
 
@@ -172,8 +172,10 @@ def _evaluate(text: str, toks: list[str], ledger: Ledger) -> Result:
     evaluator.locate = parser.locate
     # The arithmetic names its contexts, but a few gmpy2 calls read the thread's current one
     # (an mpfr's decimal digits round in its rounding mode): make that WORK for the duration,
-    # whatever the caller's thread had set (0.3 µs).
-    with WORK:
+    # whatever the caller's thread had set (0.4 µs). A copy, entered by this call alone: a
+    # context object keeps the one it replaced, so threads entering the shared WORK at once
+    # restore each other's and fail ("Unexpected failure in restoring context", or a crash).
+    with WORK.copy():
         value = evaluator.result(parser.parse())
         try:
             return make_result(text, value, ledger)
