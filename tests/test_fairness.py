@@ -18,6 +18,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -293,3 +294,28 @@ def check_clean_of_tracebacks(server: ServerProcess) -> None:
     """Killed workers are logged as errors, but no driver may log a traceback for them."""
     assert server.proc.poll() is None
     assert "Traceback" not in server.stderr_text(), server.stderr_text()[-3000:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_calc_workers_0_clients_computing_at_once_all_get_right_answers(mode: str) -> None:
+    """Inline, the thread modes evaluate costly expressions in many threads at once, each
+    switched out mid-calculation by the GIL. This crashed them when the calculator's threads
+    shared one gmpy2 context. Eight clients, each with its own expression; every answer is the
+    calculator's own, and the server lives on."""
+    texts = [f"{n}+" + "+".join([f"sqrt({n})"] * 500) for n in range(2, 10)]
+    expected = {text: evaluate(text).display for text in texts}
+    with running_server(mode, "--calc-workers", "0") as server:
+
+        def client(text: str) -> list[str]:
+            with connect(server) as sock:
+                buffer = bytearray()
+                answers = []
+                for _ in range(6):
+                    sock.sendall(post(text))
+                    answers.append(json.loads(read_response(sock, buffer).body)["result"])
+                return answers
+
+        with ThreadPoolExecutor(len(texts)) as workers:
+            answers = dict(zip(texts, workers.map(client, texts), strict=True))
+        assert answers == {text: [value] * 6 for text, value in expected.items()}
+        check_clean(server)
