@@ -29,6 +29,7 @@ part of the way through. The CPU each one costs here is measured and printed in 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import statistics
@@ -117,14 +118,16 @@ def choose_expressions(attack: str) -> tuple[Expression, Expression]:
 def _measured(name: str, text: str, summary: str) -> Expression:
     from app.calculator import WORK_BUDGET, CalcError, estimate_work, evaluate
 
-    units, outcome = estimate_work(text)
+    units, _ = estimate_work(text)  # what it would cost in full, past the budget too
     timings = []
+    said = "result"
     for _ in range(5):
         started = time.process_time()
-        with contextlib.suppress(CalcError):
+        try:
             evaluate(text)
+        except CalcError as error:  # what the servers answer: a 422
+            said = f"refused: {error}"
         timings.append((time.process_time() - started) * 1000)
-    said = "result" if not isinstance(outcome, CalcError) else f"refused: {outcome}"
     cpu_ms = round(statistics.median(timings), 2)
     return Expression(name, text, summary, units, WORK_BUDGET, said, cpu_ms)
 
@@ -213,15 +216,19 @@ def run_fair(
             "--expr-file", str(attack_file), "--timeout", f"{ANSWER_TIMEOUT:g}",
             "--open-deadline", f"{OPEN_DEADLINE:g}",
         ]  # fmt: skip
-        attacker = children.spawn(
-            pinned(client_core, ["nice", "-n", str(ATTACKER_NICE), *argv]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        attacker_log = workdir / f"attacker-{attacker_number()}.err"
+        with open(attacker_log, "wb") as log:
+            attacker = children.spawn(
+                pinned(client_core, ["nice", "-n", str(ATTACKER_NICE), *argv]),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
         ready = read_json_line(attacker, OPEN_DEADLINE + 30)
         if ready is None:
-            return {"error": "the attacker reported nothing", "server_alive": server.alive()}
+            tail = attacker_log.read_text(errors="replace")[-400:]
+            alive = server.alive()
+            return {"error": f"the attacker reported nothing: {tail}", "server_alive": alive}
         time.sleep(WARMUP)
         start = _snapshot(server, attacker)
         bystander = _run_bystander(children, server, duration, client_core, costly_file)
@@ -229,7 +236,11 @@ def run_fair(
         _command(attacker, b"exit")
         done = read_json_line(attacker, ANSWER_TIMEOUT + 30)
         if not server.alive():
-            return {"error": f"server died during the run (status {server.proc.returncode})"}
+            lines = server.stderr_tail(1000).strip().splitlines() or ["(nothing)"]
+            return {
+                "error": f"server died during the run (status {server.proc.returncode}); "
+                f"its stderr ends: {lines[-1][:200]}"
+            }
         if done is None or start is None or end is None:
             return {"error": "the attacker stopped reporting", "server_alive": server.alive()}
         if "error" in bystander:
@@ -239,6 +250,9 @@ def run_fair(
         if attacker is not None:
             children.stop(attacker)
         children.stop(server.proc)
+
+
+attacker_number = itertools.count().__next__
 
 
 def _command(attacker: subprocess.Popen[bytes], line: bytes) -> None:
