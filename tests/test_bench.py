@@ -164,6 +164,8 @@ def assert_sane_fair_run(run: dict[str, Any], connections: int) -> None:
     assert run["window_s"] > 0.5
     assert 0 < run["cheap_ok"] <= run["cheap_sent"]
     assert 0 < run["cheap_p50_ms"] <= run["cheap_p99_ms"] <= run["cheap_max_ms"]
+    if "cheap_alone_p50_ms" in run:  # some were sent beside none of its costly questions
+        assert 0 < run["cheap_alone_p50_ms"] <= run["cheap_alone_p99_ms"] <= run["cheap_max_ms"]
     assert 0 < run["costly_ok"] <= run["costly_sent"]
     assert run["costly_max_ms"] > 0
     assert run["bystander_non_200"] == 0, run["bystander_others"]

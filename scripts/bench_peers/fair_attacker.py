@@ -34,6 +34,7 @@ from urllib.parse import quote
 T = TypeVar("T")
 BATCH = 128  # connections opening at once: well under every server's listen backlog
 MAX_HEAD = 64 * 1024  # a response head bigger than this is not one of ours
+FORM = "application/x-www-form-urlencoded"
 
 
 class Counts:
@@ -59,11 +60,15 @@ class Counts:
         }
 
 
-def build_request(host: str, port: int, expr: str) -> bytes:
-    body = b"expr=" + quote(expr, safe="").encode()
+def build_request(host: str, port: int, expr: str, body_type: str) -> bytes:
+    """The POST: form-encoded as the page's form sends it (every `(`, `)` and `+` escaped), or
+    the bare expression as text/plain, which the server need not unescape."""
+    if body_type == "form":
+        body, media = b"expr=" + quote(expr, safe="").encode(), FORM
+    else:
+        body, media = expr.encode(), "text/plain"
     return (
-        f"POST /calculate HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"POST /calculate HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {media}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
@@ -86,7 +91,7 @@ class Attacker:
         self.port: int = args.port
         self.source: str = args.source
         self.timeout: float = args.timeout
-        self.request = build_request(self.host, self.port, expr)
+        self.request = build_request(self.host, self.port, expr, args.body)
         self.counts = Counts()
         self.stopping = asyncio.Event()
         self.opened = 0
@@ -219,6 +224,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--source", default="127.0.0.1", help="source address (the client)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--expr-file", required=True)
+    parser.add_argument("--body", choices=("form", "text"), default="form")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per answer")
     parser.add_argument("--open-deadline", type=float, default=30.0)
     return parser.parse_args()

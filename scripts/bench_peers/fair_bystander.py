@@ -13,7 +13,9 @@ that stalls for a second gets the second's 50 requests at once, as real clients 
 them, instead of hiding the stall behind a waiting client). After `--duration` seconds it waits
 up to `--timeout` for the answers in flight, then prints one `BENCH_JSON {...}` line: for each
 kind the requests sent and answered 200, latency percentiles in ms over the 200s, and the
-others by status or failure.
+others by status or failure; for the cheap questions also the percentiles of those sent while
+none of the costly ones was in flight (`alone_*`: a server may queue a client's cheap work
+behind its own costly work, and this tells the two apart).
 
 Run: `python scripts/bench_peers/fair_bystander.py --port 8000 --duration 5 --costly-file F`.
 """
@@ -43,11 +45,16 @@ class Kind:
         self.request = request
         self.interval = interval
         self.sent = 0
+        self.in_flight = 0
         self.latencies_ms: list[float] = []
+        # The cheap answers to questions sent while none of the costly ones was in flight: a
+        # server may queue a client's cheap work behind its own costly work.
+        self.alone_ms: list[float] = []
         self.others: Counter[str] = Counter()  # non-200 statuses and failures
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.latencies_ms)
+        alone = sorted(self.alone_ms)
         in_flight = self.sent - len(ordered) - sum(self.others.values())
         if in_flight > 0:  # no answer by the end of the final wait
             self.others["unanswered"] += in_flight
@@ -61,12 +68,22 @@ class Kind:
             found["p50_ms"] = round(statistics.median(ordered), 3)
             found["p99_ms"] = round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)
             found["max_ms"] = round(ordered[-1], 3)
+        if alone:
+            found["alone_ok"] = len(alone)
+            found["alone_p50_ms"] = round(statistics.median(alone), 3)
+            found["alone_p99_ms"] = round(alone[min(len(alone) - 1, int(len(alone) * 0.99))], 3)
         return found
 
 
-async def ask(host: str, port: int, source: str, kind: Kind, timeout: float) -> None:
+async def ask(
+    host: str, port: int, source: str, kind: Kind, timeout: float, beside: Kind | None
+) -> None:
+    """One question on a fresh connection; `beside`: the kind whose questions in flight at
+    the start make this one not `alone`."""
     started = time.perf_counter()
+    alone = beside is not None and beside.in_flight == 0
     kind.sent += 1
+    kind.in_flight += 1
     writer = None
     try:
         async with asyncio.timeout(timeout):
@@ -91,17 +108,25 @@ async def ask(host: str, port: int, source: str, kind: Kind, timeout: float) -> 
         kind.others[exc.strerror or type(exc).__name__] += 1
         return
     finally:
+        kind.in_flight -= 1
         if writer is not None:
             writer.close()
     status = int(head[9:12])
     if status == 200:
-        kind.latencies_ms.append((time.perf_counter() - started) * 1000)
+        elapsed = (time.perf_counter() - started) * 1000
+        kind.latencies_ms.append(elapsed)
+        if alone:
+            kind.alone_ms.append(elapsed)
     else:
         kind.others[str(status)] += 1
 
 
 async def schedule(
-    kind: Kind, args: argparse.Namespace, started: float, tasks: set[asyncio.Task[None]]
+    kind: Kind,
+    beside: Kind | None,
+    args: argparse.Namespace,
+    started: float,
+    tasks: set[asyncio.Task[None]],
 ) -> None:
     """Launch one request of `kind` every `kind.interval` seconds until the duration is over."""
     count = 0
@@ -112,7 +137,9 @@ async def schedule(
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.create_task(ask(args.host, args.port, args.source, kind, args.timeout))
+        task = asyncio.create_task(
+            ask(args.host, args.port, args.source, kind, args.timeout, beside)
+        )
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         count += 1
@@ -139,7 +166,9 @@ async def main(args: argparse.Namespace) -> None:
     )
     tasks: set[asyncio.Task[None]] = set()
     started = time.monotonic()
-    await asyncio.gather(*(schedule(k, args, started, tasks) for k in (cheap, costly)))
+    await asyncio.gather(
+        schedule(cheap, costly, args, started, tasks), schedule(costly, None, args, started, tasks)
+    )
     if tasks:
         await asyncio.wait(set(tasks), timeout=args.timeout + 5)
     summary = {"seconds": round(time.monotonic() - started, 3), "cheap": cheap.summary(),

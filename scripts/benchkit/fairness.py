@@ -1,14 +1,18 @@
 """The fairness scenario (issue 13): can one client stall the others with costly calculations?
 
 An attacker (scripts/bench_peers/fair_attacker.py, from 127.0.0.1, at nice 10) keeps N
-keep-alive connections busy POSTing one costly expression back to back, ignoring Retry-After;
+keep-alive connections busy POSTing one costly expression back to back (form-encoded, as the
+page's form sends it: every `(`, `)` and `+` escaped), ignoring Retry-After;
 a bystander (scripts/bench_peers/fair_bystander.py, from 127.0.0.2: another client address,
 so another fair share) asks `GET /calculate?expr=1%2B2` on a fresh connection every 20 ms and
 a costly question (BYSTANDER_COSTLY, `sqrt(2)` summed 800 times) every second, and times every
-answer. Each mode runs twice per point: `before`, with `--calc-workers 0` (every calculation on
-the serving thread, as before the pool), and `after`, with the default pool. The server is
-pinned to the server core, and its pool workers inherit that affinity, so the pool shares the
-server's one core (the default pool is then one worker); both clients run on the other core.
+answer; the cheap answers are also summed apart for the questions sent while none of its
+costly ones was in flight (`cheap_alone_*`), since a server may queue a client's cheap work
+behind its own costly work. Each mode runs twice per point: `before`, with `--calc-workers 0`
+(every calculation on the serving thread, as before the pool), and `after`, with the default
+pool. The server is pinned to the server core, and its pool workers inherit that affinity, so
+the pool shares the server's one core (the default pool is then one worker); both clients run
+on the other core.
 
 One run: start the server; start the attacker and wait until its connections are open; let it
 run WARMUP seconds; snapshot (the attacker's counts, `/metrics` of `python -m app`, the RSS of
@@ -359,7 +363,7 @@ def _figures(
         "rss_end_kb": end["rss_kb"],
         "rss_growth_kb": end["rss_kb"] - start["rss_kb"],
     }
-    for key in ("p50_ms", "p99_ms", "max_ms"):
+    for key in ("p50_ms", "p99_ms", "max_ms", "alone_p50_ms", "alone_p99_ms"):
         if key in cheap:
             result[f"cheap_{key}"] = cheap[key]
         if key in costly:
