@@ -357,6 +357,8 @@ def _figures(
         "cheap_ok": cheap["ok"],
         "costly_sent": costly["sent"],
         "costly_ok": costly["ok"],
+        "cheap_non_200": cheap["non_200"],
+        "costly_non_200": costly["non_200"],
         "bystander_non_200": cheap["non_200"] + costly["non_200"],
         "bystander_others": {"cheap": cheap["others"], "costly": costly["others"]},
         "rss_start_kb": start["rss_kb"],

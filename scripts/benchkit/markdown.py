@@ -253,7 +253,8 @@ def fairness_section(results: dict[str, Any]) -> list[str]:
         "pool); after: the default pool, whose workers share the server's core. cheap p50/p99 "
         "and costly max: the bystander's latencies (connect to answer); p99 alone: the cheap "
         "questions sent while none of its own costly ones was in flight (a server may queue a "
-        "client's cheap work behind its costly work); attacker 200/s: its "
+        "client's cheap work behind its costly work); bystander non-200: its answers other "
+        "than 200 and its failures, summed over the runs; attacker 200/s: its "
         "results per second; share: its share of pool time (`python -m app`'s /metrics, with "
         "the bystander's jobs at their measured cost) or else of the jobs computed; shed: the "
         "attacker's 429s, 503s and 422s over its whole run; unanswered: its requests that got "
@@ -266,9 +267,9 @@ def fairness_section(results: dict[str, Any]) -> list[str]:
             f"### {level} attacker connections",
             "",
             "| server | calculations | cheap p50 ms | cheap p99 ms | p99 alone ms "
-            "| costly max ms | attacker 200/s | attacker's share | shed 429 / 503 / 422 "
-            "| unanswered | RSS Δ MiB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| costly max ms | bystander non-200 | attacker 200/s | attacker's share "
+            "| shed 429 / 503 / 422 | unanswered | RSS Δ MiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name in servers:
             for variant, what in (("before", "inline (before)"), ("after", "pool (after)")):
@@ -278,7 +279,7 @@ def fairness_section(results: dict[str, Any]) -> list[str]:
                 label = LABELS[name]
                 if not entry["ok_runs"]:
                     error = entry.get("errors", ["?"])[0].replace("|", "/")[:200]
-                    lines.append(f"| {label} | {what} | failed: {error} | | | | | | | | |")
+                    lines.append(f"| {label} | {what} | failed: {error} |" + " |" * 9)
                     continue
                 median = entry["median"]
                 shed = " / ".join(
@@ -289,7 +290,7 @@ def fairness_section(results: dict[str, Any]) -> list[str]:
                     f"| {label} | {what} | {_spread(entry, 'cheap_p50_ms', 1)} "
                     f"| {_spread(entry, 'cheap_p99_ms', 1)} "
                     f"| {_spread(entry, 'cheap_alone_p99_ms', 1)} "
-                    f"| {_spread(entry, 'costly_max_ms')} "
+                    f"| {_spread(entry, 'costly_max_ms')} | {_bystander_refused(entry)} "
                     f"| {_spread(entry, 'attacker_ok_per_s')} | {_share(median)} | {shed} "
                     f"| {_num(entry['max'].get('unanswered'))} "
                     f"| {_num(None if growth is None else growth / 1024, 1)} |"
@@ -305,6 +306,17 @@ def _expression(found: dict[str, Any]) -> str:
     if found.get("work_units") is not None:
         units = f", {found['work_units']:,} work units of the {found['work_budget']:,} allowed"
     return f"`{found['summary']}` ({found['length']:,} characters{units}{cost}{outcome})"
+
+
+def _bystander_refused(entry: dict[str, Any]) -> str:
+    """The bystander's non-200 answers and failures, by status, over the runs (cheap, costly)."""
+    seen: dict[str, int] = {}
+    for run in entry["runs"]:
+        for kind, others in run.get("bystander_others", {}).items():
+            for status, count in others.items():
+                key = f"{kind} {status}"
+                seen[key] = seen.get(key, 0) + count
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(seen.items())) or "0"
 
 
 def _share(median: dict[str, Any]) -> str:
