@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.load import LOAD_KINDS
-from benchkit.report import fair_point, idle_point, load_point, median_of
+from benchkit.report import (
+    FAIR_P99_GOALS,
+    FAIR_P99_OTHERS,
+    fair_point,
+    idle_point,
+    load_point,
+    median_of,
+)
 from benchkit.servers import LABELS
 
 
@@ -146,6 +153,16 @@ def _fairness_chart(plt: Any, results: dict[str, Any], out: Path) -> None:
             if xs:
                 drawn = ax.bar(xs, ys, 0.4, yerr=[lo, hi], capsize=2, label=label)
                 ax.bar_label(drawn, labels=[_short(y) for y in ys], fontsize=7, padding=2)
+        for i, name in enumerate(names):
+            for offset, variant in ((-0.2, "before"), (0.2, "after")):
+                entry = fair_point(results, level, name, variant)
+                if entry is not None and not entry["ok_runs"]:  # say so, rather than no bar
+                    ax.text(i + offset, 0.03, "failed", rotation=90, ha="center", va="bottom",
+                            fontsize=8, color="firebrick", transform=ax.get_xaxis_transform())
+            bound = FAIR_P99_GOALS.get(name, FAIR_P99_OTHERS).get(level)
+            if bound is not None:
+                ax.hlines(bound, i - 0.45, i + 0.45, colors="black", linestyles="dashed",
+                          linewidth=1, label="goal (issue 13)" if i == 0 else None)
         ax.set_yscale("log")
         ax.margins(y=0.15)
         ax.set_xticks(range(len(names)))
@@ -154,7 +171,7 @@ def _fairness_chart(plt: Any, results: dict[str, Any], out: Path) -> None:
         ax.set_title(f"{level} attacker connections")
         ax.set_ylabel("bystander's cheap p99, ms (log scale)")
     fig.suptitle("A bystander's `1+2` while one client floods the server with costly work")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8, ncol=2, loc="lower center")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8, ncol=3, loc="lower center")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out / "fairness.png", dpi=110)
     plt.close(fig)

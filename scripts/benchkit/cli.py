@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     estimate = (
         len(matrix.load) * len(specs) * (runs * (duration + 0.5) + warmup)
         + len(matrix.idle) * len(specs) * runs * 10
-        + fair_runs * (duration + WARMUP + 3)
+        + fair_runs * (duration + WARMUP + 5)
     )
     early_say(
         f"{len(specs)} servers, {len(matrix.load)} load points, {len(matrix.idle)} idle points,"
