@@ -194,6 +194,9 @@ def fairness_phase(
             )
 
 
+attacker_number = itertools.count().__next__  # names each attacker's log in the workdir
+
+
 def run_fair(
     children: Children,
     spec: ServerSpec,
@@ -255,8 +258,6 @@ def run_fair(
             children.stop(attacker)
         children.stop(server.proc)
 
-
-attacker_number = itertools.count().__next__
 
 
 def _command(attacker: subprocess.Popen[bytes], line: bytes) -> None:
