@@ -2,7 +2,7 @@
 """Benchmark the five server modes side by side with uvicorn, aiohttp and a raw-Protocol ceiling.
 
     python3 scripts/bench.py                    # the full matrix, 3 runs x 5 s (about 30 minutes)
-    python3 scripts/bench.py --quick            # 1 run x 2 s, reduced matrix (a few minutes)
+    python3 scripts/bench.py --quick            # 1 run x 2 s, reduced matrix (about 2 minutes)
     python3 scripts/bench.py --modes asyncio --peers uvicorn,raw --scenarios post:64
     python3 scripts/bench.py --scenarios fair:64 --modes asyncio,select --runs 1
 

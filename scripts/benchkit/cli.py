@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog=f"Full matrix: {FULL_MATRIX!r}; --quick: {QUICK_MATRIX!r}.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="1 run x 2 s over a reduced matrix (under 2 minutes)"
+        "--quick", action="store_true", help="1 run x 2 s over a reduced matrix (about 2 minutes)"
     )
     parser.add_argument(
         "--modes",
