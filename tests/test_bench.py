@@ -168,7 +168,10 @@ def assert_sane_fair_run(run: dict[str, Any], connections: int) -> None:
         assert 0 < run["cheap_alone_p50_ms"] <= run["cheap_alone_p99_ms"] <= run["cheap_max_ms"]
     assert 0 < run["costly_ok"] <= run["costly_sent"]
     assert run["costly_max_ms"] > 0
-    assert run["bystander_non_200"] == 0, run["bystander_others"]
+    # The bystander is answered: a busy pool may shed some of its questions (its cheap ones
+    # queue behind its own costly one), never leave one without an answer.
+    for others in run["bystander_others"].values():
+        assert set(others) <= {"429", "503"}, run["bystander_others"]
     assert run["attacker_answers_per_s"] > 0
     assert sum(run["attacker_statuses"].values()) > 0
     assert run["unanswered"] == 0, run["unanswered_by"]
