@@ -1,5 +1,6 @@
 """scripts/bench.py end to end on a tiny matrix: it runs, stops by itself, cleans up, writes sane
-results, and degrades cleanly without wrk or without the optional peers.
+results, and degrades cleanly without wrk or without the optional peers; the fairness scenario
+gives coherent figures for each mode before and after its pool.
 
 These check the harness, not the servers' speed: every figure is asserted positive and coherent,
 never against a threshold (performance lives in the benchmark itself, not in unit tests).
@@ -149,6 +150,83 @@ def test_builtin_client_and_idle_connections_without_the_bench_extra(tmp_path: P
     assert "built-in Python client" in markdown
     assert "### 40 idle connections" in markdown
     assert "- uvicorn: not installed: uvicorn" in markdown
+
+
+def fair_entries(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    entries = {(e["server"], e["variant"]): e for e in results["fairness"]}
+    assert len(entries) == len(results["fairness"]), results["fairness"]
+    return entries
+
+
+def assert_sane_fair_run(run: dict[str, Any], connections: int) -> None:
+    assert "error" not in run, run
+    assert run["attacker_open"] == connections
+    assert run["window_s"] > 0.5
+    assert 0 < run["cheap_ok"] <= run["cheap_sent"]
+    assert 0 < run["cheap_p50_ms"] <= run["cheap_p99_ms"] <= run["cheap_max_ms"]
+    if "cheap_alone_p50_ms" in run:  # some were sent beside none of its costly questions
+        assert 0 < run["cheap_alone_p50_ms"] <= run["cheap_alone_p99_ms"] <= run["cheap_max_ms"]
+    assert 0 < run["costly_ok"] <= run["costly_sent"]
+    assert run["costly_max_ms"] > 0
+    # The bystander is answered: a busy pool may shed some of its questions (its cheap ones
+    # queue behind its own costly one), never leave one without an answer.
+    for others in run["bystander_others"].values():
+        assert set(others) <= {"429", "503"}, run["bystander_others"]
+    assert run["attacker_answers_per_s"] > 0
+    assert sum(run["attacker_statuses"].values()) > 0
+    assert run["unanswered"] == 0, run["unanswered_by"]
+    assert run["missing_retry_after"] == 0
+    assert run["rss_start_kb"] > 1024 and run["rss_end_kb"] > 1024
+
+
+def test_fairness_scenario_before_and_after_the_pool(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    run_bench(out, "--modes", "asyncio,select", "--peers", "", "--scenarios", "fair:8")
+    results = json.loads((out / "results.json").read_text())
+    attack = results["meta"]["fairness"]["attack"]
+    assert attack["name"] == "admissible" and attack["outcome"] == "result"
+    assert 0 < attack["work_units"] <= attack["work_budget"]
+    assert attack["cpu_ms"] > 0
+    entries = fair_entries(results)
+    assert set(entries) == {(m, v) for m in ("asyncio", "select") for v in ("before", "after")}
+    for (_server, variant), entry in entries.items():
+        assert entry["connections"] == 8 and entry["ok_runs"] == 1, entry
+        (run,) = entry["runs"]
+        assert_sane_fair_run(run, 8)
+        assert run["attacker_ok_per_s"] > 0  # admissible: the attacker gets results
+        if variant == "after":
+            assert 0 < run["attacker_job_share"] <= 1
+    after = entries["asyncio", "after"]["runs"][0]
+    assert after["pool_busy_share"] > 0 and 0 <= after["attacker_pool_share"] <= 1
+    assert entries["asyncio", "before"]["runs"][0]["pool_jobs"] == 0  # inline: no pool
+    goals = [g for g in results["goals"] if g["issue"] == 13]
+    assert [g["met"] for g in goals if g["goal"].startswith("every attacker")] == [True]
+    assert_children_gone(results["meta"]["child_pids"])
+
+    markdown = (out / "README.md").read_text()
+    assert "## Goals (issue 13: fair service)" in markdown
+    assert "### 8 attacker connections" in markdown
+    for row in ("| asyncio (python -m app) | inline (before) |",
+                "| select (legacy) | pool (after) |"):
+        assert row in markdown
+    if results["charts"]:
+        assert results["charts"] == ["fairness.png"]
+        assert (out / "fairness.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_fairness_with_the_issues_attack_counts_the_refusals(tmp_path: Path) -> None:
+    """The issue's `3^0.7` x 1,600 is past the work budget now: every attacker request is a
+    422, in both variants, and still an answer."""
+    out = tmp_path / "bench"
+    run_bench(out, "--modes", "asyncio", "--peers", "", "--scenarios", "fair:4",
+              "--fair-attack", "issue")  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["fairness"]["attack"]["outcome"].startswith("refused: too much work")
+    for entry in fair_entries(results).values():
+        (run,) = entry["runs"]
+        assert_sane_fair_run(run, 4)
+        assert run["refused_422"] > 0
+        assert set(run["attacker_statuses"]) == {"422"}
 
 
 def _children_of(pid: int) -> list[int]:
