@@ -723,9 +723,8 @@ class _Client:
                         response = _metrics_response(event, metrics)
                     elif pool is None:
                         response = handle(event)
-                    else:  # a client with work in the pool does not get the inline try
-                        host = client.host
-                        answer = handle(event, 0 if pool.busy_with(host) else INLINE_BUDGET)
+                    else:  # cheap work inline, whoever asks; costly work to the pool
+                        answer = handle(event, INLINE_BUDGET)
                         if type(answer) is Deferred:
                             self.deferred = (event, answer, started, client)
                             verdict = _AWAIT_JOB

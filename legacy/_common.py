@@ -346,9 +346,8 @@ class Session:
         try:
             if pool is None:
                 response = self.routes.handle(request)
-            else:  # a client with work in the pool does not get the inline try
-                budget = 0 if pool.busy_with(self.client) else INLINE_BUDGET
-                answer = self.routes.handle(request, budget)
+            else:  # cheap work inline, whoever asks; costly work to the pool
+                answer = self.routes.handle(request, INLINE_BUDGET)
                 if isinstance(answer, Deferred):
                     ticket = pool.submit(self.client, answer.job, self.notify)
                     if not isinstance(ticket, Shed):
