@@ -243,7 +243,8 @@ class _Worker:
 class CalcPool:
     """A fixed number of calculation worker processes with per-client fair queues.
 
-    For drivers: `start()`, `submit(client, job, notify)`, `busy_with(client)`, `close()`.
+    For drivers: `start()`, `submit(client, job, notify)`, `busy_with(client)`,
+    `has_room(client)`, `close()`.
     `observer` receives the pool's metrics.
     """
 
@@ -293,6 +294,11 @@ class CalcPool:
     def busy_with(self, client: Hashable) -> bool:
         """True while `client` has a job queued or running (its next one skips the inline try)."""
         return client in self._clients
+
+    def has_room(self, client: Hashable) -> bool:
+        """True if `client` may have one more job queued or running (no 429 for it now)."""
+        state = self._clients.get(client)
+        return state is None or len(state.waiting) + state.running < self.client_queue
 
     @property
     def workers(self) -> list[int]:

@@ -54,6 +54,7 @@ Strategy (the hot path, per connection):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -109,7 +110,7 @@ from app.routes import (
     build_assets,
     internal_error_response,
 )
-from app.work import SATURATED, Outcome, Shed
+from app.work import CLIENT_SHARE, SATURATED, Outcome, Shed
 
 log = logging.getLogger("calcserve")
 
@@ -327,6 +328,8 @@ class _Server:
         self.loop = loop
         self.metrics = metrics if metrics is not None else Metrics()
         self.pool = pool
+        # Connections answered 429, per client host, waiting for room in the pool (room_for).
+        self.room_waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self.scheme = scheme
         self.trust = ProxyTrust(config.forwarded_allow_ips, enabled=config.proxy_headers)
         # Worker recycling (--max-requests): counts down per request; at 0, on_max_requests
@@ -353,6 +356,41 @@ class _Server:
         self.date = http_date(now)
         delay = 1.0 - (now % 1.0) + 0.001
         self._tick_handle = self.loop.call_at(self.loop.time() + delay, self._tick)
+
+    async def room_for(self, host: str, timeout: float) -> None:
+        """Return once `host` may have another calculation in the pool, or after `timeout` s.
+
+        One waiter is woken per calculation of that client that ends (room_freed), in the
+        order they came: a client's hundreds of refused connections do not all wake, and all
+        be refused again, each time one place frees.
+        """
+        pool = self.pool
+        if pool is None or pool.has_room(host):
+            return
+        loop = self.loop
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self.room_waiters.setdefault(host, collections.deque())
+        waiters.append(waiter)
+        timer = loop.call_later(timeout, _settle_none, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            if not waiter.done():
+                waiter.cancel()  # interrupted (a timeout or shutdown): room_freed skips it
+            while waiters and waiters[0].done():  # settled ones leave from the head
+                waiters.popleft()
+            if not waiters and self.room_waiters.get(host) is waiters:
+                del self.room_waiters[host]
+
+    def room_freed(self, host: str) -> None:
+        """A calculation of `host` has ended: wake the first of its connections waiting."""
+        waiters = self.room_waiters.get(host)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def start_batch(self) -> None:
         """From now until the end of this loop iteration, answers are corked (_Client._respond)."""
@@ -505,6 +543,7 @@ class _Client:
         "deadline",
         "deferred",
         "peer",
+        "penalty",
         "pending",
         "proxy",
         "reader",
@@ -542,6 +581,8 @@ class _Client:
         # A request whose calculation went to the pool: it, its work, when its chunk started,
         # and its client (the pool's fairness key is the client's host).
         self.deferred: tuple[Request, Deferred, float, Client] | None = None
+        # Answered 429: (its client's host, Retry-After); the next read waits for room first.
+        self.penalty: tuple[str, int] | None = None
         # A fresh connection must send its first head within the header timeout, which the
         # TLS handshake (since `accepted`) counts against.
         started = server.loop.time() if accepted is None else accepted
@@ -649,6 +690,8 @@ class _Client:
         while True:
             self.waiting = reading
             try:
+                if self.penalty is not None:
+                    await self._wait_for_room()
                 data = await read(READ_SIZE)
             except asyncio.CancelledError:
                 self.waiting = busy
@@ -754,26 +797,30 @@ class _Client:
             self.answered += answered
             server.count_requests(answered)
         if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            transport = self.transport
-            if (verdict == _READ_MORE and self.pending is None
-                    and not transport.get_write_buffer_size()):
-                if server.batching:
-                    # Corked: written after every connection ready in this loop iteration has
-                    # been answered, as one burst, like a select() server's write pass. A write
-                    # to a peer that has gone to sleep pays for waking it (on loopback, in our
-                    # sys time: ~12 us a request at wrk -c64 when written one by one, with ~50 us
-                    # of work between writes); in a burst the peer is awake for all but the
-                    # first. Costs the wait for this iteration's other answers.
-                    self.pending = data
-                    server.corked.append(self)
-                else:  # the first answer of an iteration goes at once: a lone client waits not
-                    server.start_batch()
-                    transport.write(data)
-            else:
-                self.uncork()
-                transport.write(data)
+            self._write(out[0] if len(out) == 1 else b"".join(out), verdict == _READ_MORE)
         return verdict
+
+    def _write(self, data: bytes, may_cork: bool) -> None:
+        """Write `data` now, or (`may_cork`: the connection stays open) at the end of this loop
+        iteration, in one burst with every other connection's answers."""
+        transport = self.transport
+        if may_cork and self.pending is None and not transport.get_write_buffer_size():
+            server = self.server
+            if server.batching:
+                # Corked: written after every connection ready in this loop iteration has been
+                # answered, as one burst, like a select() server's write pass. A write to a peer
+                # that has gone to sleep pays for waking it (on loopback, in our sys time: ~12 us
+                # a request at wrk -c64 when written one by one, with ~50 us of work between
+                # writes); in a burst the peer is awake for all but the first. Costs the wait
+                # for this iteration's other answers.
+                self.pending = data
+                server.corked.append(self)
+            else:  # the first answer of an iteration goes at once: a lone client waits not
+                server.start_batch()
+                transport.write(data)
+        else:
+            self.uncork()
+            transport.write(data)
 
     def _internal_error(
         self, event: Request, draining: bool, date: bytes
@@ -823,6 +870,8 @@ class _Client:
         outcome: Outcome
         if isinstance(ticket, Shed):
             outcome = ticket
+            if ticket.reason == CLIENT_SHARE:
+                self.penalty = (client.host, ticket.retry_after)
         else:
             self.waiting = _Wait.COMPUTING
             self._set_deadline(loop.time() + server.config.body_timeout)
@@ -839,6 +888,8 @@ class _Client:
             else:
                 assert ticket.outcome is not None
                 outcome = ticket.outcome
+            finally:
+                server.room_freed(client.host)
             self.waiting = _Wait.BUSY
         try:
             response = deferred.render(outcome)
@@ -850,8 +901,25 @@ class _Client:
         self.answered += 1
         server.count_requests(1)
         self._account(event, response, time.perf_counter() - started, client)
-        self.uncork()
-        self.transport.write(data)
+        # Corked like any answer: a flood of requests shed at once (429s) is answered in bursts,
+        # and pool answers that arrive together go out together.
+        self._write(data, not response.close)
+
+    async def _wait_for_room(self) -> None:
+        """After a 429, read this connection's next request only once its client has room in
+        the pool again, or its Retry-After has passed.
+
+        A client that ignores Retry-After and asks again at once on hundreds of connections
+        would otherwise have the loop spend all its time reading requests it can only refuse,
+        and every other client would wait a turn of that. Each 429 is still sent at once; it
+        is the connection's next request that waits (in the kernel's buffer), for at most the
+        Retry-After it was told. Waiting counts as waiting for input: a timeout or shutdown
+        interrupts it as it would a read.
+        """
+        assert self.penalty is not None
+        host, retry_after = self.penalty
+        self.penalty = None
+        await self.server.room_for(host, retry_after)
 
     def _on_read_interrupted(self, why: _Interrupt) -> bool:
         """A timeout or shutdown while waiting for input; True when the connection lingers."""
@@ -899,6 +967,11 @@ def _metrics_response(request: Request, metrics: Metrics) -> Response:
                         b"405 Method Not Allowed\n")
     return Response(200, [("Content-Type", METRICS_CONTENT_TYPE), ("Cache-Control", "no-store")],
                     metrics.render())
+
+
+def _settle_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _settle(done: asyncio.Future[Ticket], ticket: Ticket) -> None:

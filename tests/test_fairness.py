@@ -220,6 +220,48 @@ def test_a_client_over_its_share_gets_429_and_a_full_pool_503(mode: str) -> None
         check_clean(server)
 
 
+def test_asyncio_reads_a_refused_connections_next_request_once_its_client_has_room() -> None:
+    """asyncio: a connection answered 429 has its next request read when its client has room
+    in the pool again, or after the Retry-After it was told: a client that asks again at once
+    on many connections does not keep the loop busy refusing it. Nobody else waits for it."""
+    with running_server("asyncio", "--calc-workers", "1", "--calc-client-queue", "1") as server:
+        assert ask(server, post(COSTLY)).status == 200  # the worker is up and ready
+        (worker,) = pool_workers(server)
+        os.kill(worker, signal.SIGSTOP)  # hold the client's one place
+        try:
+            held, refused = connect(server), connect(server)
+            held.sendall(post(COSTLY))
+            time.sleep(0.1)
+            refused.sendall(post(COSTLY))
+            first = read_response(refused, bytearray())
+            assert first.status == 429
+            retry_after = int(first.header("retry-after") or "0")
+            assert retry_after >= 1
+            # Asked again at once: not read before Retry-After, while the place is held ...
+            started = time.monotonic()
+            refused.sendall(post(COSTLY))
+            refused.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                refused.recv(1)
+            assert ask(server, get("/calculate?expr=1%2B2"), BYSTANDER).status == 200
+            refused.settimeout(WAIT)
+            second = read_response(refused, bytearray())  # ... then read, and refused again
+            waited = time.monotonic() - started
+            assert second.status == 429
+            assert retry_after - 0.2 <= waited <= retry_after + 2, waited
+            # Once the place frees, the waiting connection's request is read and computed.
+            refused.sendall(post(COSTLY))
+            time.sleep(0.2)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        expected = evaluate(COSTLY).display
+        for sock in (held, refused):
+            answer = read_response(sock, bytearray())
+            assert answer.status == 200 and json.loads(answer.body)["result"] == expected
+            sock.close()
+        check_clean(server)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_the_time_limit_kills_the_worker_and_answers_422(mode: str) -> None:
     """An input that beats the work estimates (here: a costly one, with a 1 ms limit) is cut
