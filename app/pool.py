@@ -267,6 +267,7 @@ class CalcPool:
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._clients: dict[Hashable, _Client] = {}
+        self._room: dict[Hashable, collections.deque[threading.Event]] = {}  # wait_for_room
         self._queued = 0
         self._vclock = 0.0
         self._estimate = INITIAL_ESTIMATE
@@ -299,6 +300,34 @@ class CalcPool:
         """True if `client` may have one more job queued or running (no 429 for it now)."""
         state = self._clients.get(client)
         return state is None or len(state.waiting) + state.running < self.client_queue
+
+    def wait_for_room(self, client: Hashable, timeout: float) -> bool:
+        """Block (GIL released) until `client` has room for a job, or `timeout` s have passed;
+        True if woken for room. For thread drivers, after a 429 (see app/server.py's
+        `_wait_for_room` for why). One waiter is woken per job of that client that ends."""
+        with self._lock:
+            if self._closing or self.has_room(client):
+                return True
+            event = threading.Event()
+            self._room.setdefault(client, collections.deque()).append(event)
+        if event.wait(timeout):
+            return True
+        with self._lock:
+            waiters = self._room.get(client)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(event)
+                if not waiters:
+                    del self._room[client]
+        return event.is_set()
+
+    def _room_freed(self, client: Hashable) -> None:
+        """Under the lock: a job of `client` ended or left; wake its first waiter."""
+        waiters = self._room.get(client)
+        if waiters:
+            waiters.popleft().set()
+            if not waiters:
+                del self._room[client]
 
     @property
     def workers(self) -> list[int]:
@@ -364,6 +393,7 @@ class CalcPool:
             self._queued -= 1
             if not state.waiting and not state.running:
                 del self._clients[ticket.client]
+            self._room_freed(ticket.client)
         ticket._notify = None
         return True
 
@@ -372,6 +402,10 @@ class CalcPool:
         workers are killed and reaped before this returns."""
         with self._lock:
             self._closing = True
+            for waiters in self._room.values():
+                for event in waiters:
+                    event.set()
+            self._room.clear()
         self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -545,6 +579,7 @@ class CalcPool:
                 state.vtime += busy - worker.charged
                 if not state.waiting and not state.running:
                     del self._clients[ticket.client]
+                self._room_freed(ticket.client)
             self._estimate += ESTIMATE_WEIGHT * (busy - self._estimate)
             if idle:
                 self._idle += 1

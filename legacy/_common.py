@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import Final
 
 from app.calculator import INLINE_BUDGET
 from app.config import CALC_BACKLOG, CALC_CLIENT_QUEUE, CALC_TIMEOUT, calc_worker_count
@@ -53,7 +54,7 @@ from app.protocol import (
     timeout_error,
 )
 from app.routes import Deferred, Routes, internal_error_response, load_assets
-from app.work import Shed
+from app.work import CLIENT_SHARE, Shed
 
 log = logging.getLogger("legacy")
 
@@ -213,6 +214,8 @@ class Session:
     With a `pool`, a costly calculation goes there as the `client`'s: `computing` is its ticket
     until the driver calls `resume()` once the ticket is done (a thread blocks on
     `computing.wait()`; an event loop passes `notify`, which the pool calls from its thread).
+    After a 429, `penalty` is its Retry-After: the thread models wait that long, or until the
+    client has room in the pool, before they read the connection's next request.
     """
 
     def __init__(
@@ -231,6 +234,7 @@ class Session:
         self.notify = notify
         self.computing: Ticket | None = None
         self._deferred: tuple[Request, Deferred] | None = None
+        self.penalty: int | None = None
         self.out = bytearray()
         self.done = False  # no more requests: close once `out` is flushed
         self.aborted = False  # drop the output and reset (peer reset us, or stopped reading)
@@ -353,6 +357,8 @@ class Session:
                     if not isinstance(ticket, Shed):
                         self.computing, self._deferred = ticket, (request, answer)
                         return None
+                    if ticket.reason == CLIENT_SHARE:
+                        self.penalty = ticket.retry_after
                     answer = answer.render(ticket)
                 response = answer
         except Exception:
@@ -404,6 +410,9 @@ def close_abruptly(sock: socket.socket) -> None:
     sock.close()
 
 
+ROOM_POLL: Final = 0.25  # seconds: how often a thread waiting for room checks for a stop
+
+
 def serve_blocking(sock: socket.socket, session: Session) -> None:
     """Serve one connection with blocking calls: the loop both thread-based models run.
 
@@ -427,6 +436,18 @@ def serve_blocking(sock: socket.socket, session: Session) -> None:
             remaining = session.deadline - time.monotonic()
             if remaining <= 0:
                 session.expire()
+                continue
+            if session.penalty is not None and session.pool is not None:
+                # Answered 429: the next request waits for room (see app/server.py's
+                # _wait_for_room), so a client re-asking at once on many connections does not
+                # have this thread refuse it in a loop, holding the GIL the pool's thread needs.
+                retry_after, session.penalty = session.penalty, None
+                until = time.monotonic() + min(retry_after, remaining)
+                while not session.stopping:  # a stop is noticed within ROOM_POLL
+                    left = until - time.monotonic()
+                    if left <= 0 or session.pool.wait_for_room(session.client,
+                                                               min(left, ROOM_POLL)):
+                        break
                 continue
             sock.settimeout(remaining)
             try:

@@ -255,3 +255,39 @@ def test_an_idle_worker_that_dies_is_replaced_and_jobs_still_run(pool: CalcPool)
     assert pool.killed["lost"] == 1
     results = [pool.submit(f"c{i}", Job(COSTLY)) for i in range(4)]
     assert all(isinstance(t, Ticket) and t.wait(WAIT) == evaluate(COSTLY) for t in results)
+
+
+def test_wait_for_room_wakes_one_waiter_per_job_that_ends_or_times_out() -> None:
+    pool = CalcPool(1, timeout=5.0, client_queue=1, backlog=8)
+    pool.start()
+    woken: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woken.append(pool.wait_for_room("a", WAIT)))
+               for _ in range(2)]
+    try:
+        wait_ready(pool)
+        assert pool.has_room("a") and pool.wait_for_room("a", 0.01)  # room: at once
+        (worker,) = pool.workers
+        os.kill(worker, signal.SIGSTOP)  # the job cannot end before the waiters wait
+        first = pool.submit("a", Job(COSTLY))
+        assert isinstance(first, Ticket) and not pool.has_room("a")
+        assert pool.has_room("b")  # another client's room is its own
+        started = time.monotonic()
+        assert pool.wait_for_room("a", 0.2) is False  # no room, and none came
+        assert time.monotonic() - started >= 0.19
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.2)
+        assert woken == []
+        os.kill(worker, signal.SIGCONT)
+        assert first.wait(WAIT) == evaluate(COSTLY)  # its job ends: one waiter is woken ...
+        deadline = time.monotonic() + WAIT
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert woken == [True]  # ... and only one
+    finally:
+        pool.close()  # ... and close wakes the rest
+    for waiter in waiters:
+        waiter.join(WAIT)
+        assert not waiter.is_alive()
+    assert woken == [True, True]
