@@ -147,35 +147,32 @@ def evaluate(text: str, *, budget: int | None = None) -> Result:
     as soon as the estimated work passes it, and otherwise returns exactly what it returns
     without one.
     """
-    toks = _tokens(text, budget)
-    return _evaluate(text, toks, Ledger(budget))
+    return _evaluate(text, _tokens(text, budget), Evaluator(budget))
 
 
 def estimate_work(text: str) -> tuple[int, Result | CalcError]:
     """The work units a full evaluation of ``text`` is charged (past WORK_BUDGET too), and its
     outcome: what `scripts/bench_calculator.py --budget` calibrates the cost model with."""
-    ledger = Ledger(None, work_budget=1 << 62)
+    evaluator = Evaluator(None, work_budget=1 << 62)
     try:
-        outcome: Result | CalcError = _evaluate(text, _tokens(text, None), ledger)
+        outcome: Result | CalcError = _evaluate(text, _tokens(text, None), evaluator)
     except CalcError as error:
         outcome = error
-    return ledger.spent, outcome
+    return evaluator.spent, outcome
 
 
-def _evaluate(text: str, toks: list[str], ledger: Ledger) -> Result:
+def _evaluate(text: str, toks: list[str], evaluator: Evaluator) -> Result:
     try:
-        ledger.charge_tokens(len(toks))
+        evaluator.charge_tokens(len(toks))
     except Fault as fault:
         raise LimitError(fault.message, 0, max(1, len(text))) from None
-    evaluator = Evaluator(ledger)
-    parser = Parser(text, toks, evaluator)
-    evaluator.locate = parser.locate
+    evaluator.parser = parser = Parser(text, toks, evaluator)
     # The arithmetic names its contexts, but a few gmpy2 calls read the thread's current one
     # (an mpfr's decimal digits round in its rounding mode): make that WORK for the duration,
     # whatever the caller's thread had set (0.3 µs).
     with WORK:
         value = evaluator.result(parser.parse())
         try:
-            return make_result(text, value, ledger)
+            return make_result(text, value, evaluator)
         except Fault as fault:
             raise LimitError(fault.message, 0, max(1, len(text))) from None

@@ -152,9 +152,9 @@ def _settled(r: mpfr) -> Value:
 def add(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if ta is mpz and tb is mpz:
-        bits = max(a.bit_length(), b.bit_length())
-        if bits <= SMALL_BITS:
+        if a.bit_length() <= SMALL_BITS and b.bit_length() <= SMALL_BITS:
             return a + b  # nothing to charge, nothing outgrows a bound
+        bits = max(a.bit_length(), b.bit_length())
         led.charge(linear_units(bits))
         return exact_result(a + b, led)
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
@@ -192,7 +192,12 @@ def _add_parts(a: Value, b: Value) -> Value:
 
 
 def subtract(a: Value, b: Value, led: Ledger) -> Value:
-    if type(a) is mpz and type(b) is mpz and max(a.bit_length(), b.bit_length()) <= SMALL_BITS:
+    if (
+        type(a) is mpz
+        and type(b) is mpz
+        and a.bit_length() <= SMALL_BITS
+        and b.bit_length() <= SMALL_BITS
+    ):
         return a - b
     return add(a, negate(b), led)
 

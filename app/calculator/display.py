@@ -45,7 +45,9 @@ def make_result(text: str, value: Value, led: Ledger) -> Result:
         return Result(text, str(value), True, None)
     if t is mpq:
         num, den = value.numerator, value.denominator
-        led.charge(RATIONAL_UNITS + 3 * division_units(max(num.bit_length(), den.bit_length())))
+        if num.bit_length() > SMALL_BITS or den.bit_length() > SMALL_BITS:
+            led.charge(3 * division_units(max(num.bit_length(), den.bit_length())))
+        led.charge(RATIONAL_UNITS)
         return Result(text, _fraction(num, den), True, str(num) + "/" + str(den))
     if t is mpc:
         led.charge(RATIONAL_UNITS)  # two parts to show
@@ -105,25 +107,30 @@ def _complex(z: mpc) -> str:
 def _fraction(num: mpz, den: mpz) -> str:
     """The display of the exact value num/den (in lowest terms, den > 1).
 
-    With k chosen so that floor(p/q * 10^k) has DISPLAY_DIGITS digits, its digits are those of
-    p/q and the remainder rounds it half up; the estimate of k comes from bit lengths and is
-    off by one or two at most, which the length of the digits shows (then it is done again).
+    With k chosen so that floor(p/q * 10^k) has at least DISPLAY_DIGITS digits, its first
+    DISPLAY_DIGITS are those of p/q, and what is left (the dropped digits and the remainder)
+    rounds them half up. The estimate of k comes from digit counts (gmpy2's may be one high), so
+    it is taken two low: one division, then 0 to 3 digits too many to drop.
     """
     negative = num < 0
-    p, q = abs(num), den
-    e = int(p.num_digits(10) - q.num_digits(10))  # floor(log10(p/q)), or one or two off
-    for _ in range(4):
-        shift = DISPLAY_DIGITS - 1 - e
-        if shift >= 0:
-            n, r = divmod(p * _pow10(shift), q)
-            d = q
-        else:
-            d = q * _pow10(-shift)
-            n, r = divmod(p, d)
-        digits = str(n)
-        if len(digits) == DISPLAY_DIGITS:
-            break
-        e += len(digits) - DISPLAY_DIGITS
+    p = -num if negative else num
+    e = int(p.num_digits(10) - den.num_digits(10)) - 2  # floor(log10(p/q)) - (0 to 3)
+    shift = DISPLAY_DIGITS - 1 - e
+    if shift >= 0:
+        n, r = divmod(p * _pow10(shift), den)
+        d = den
+    else:
+        d = den * _pow10(-shift)
+        n, r = divmod(p, d)
+    digits = str(n)
+    extra = len(digits) - DISPLAY_DIGITS
+    if extra:
+        e += extra
+        scale = _POW10[extra]
+        n, dropped = divmod(n, scale)
+        r += dropped * d
+        d *= scale
+        digits = digits[:DISPLAY_DIGITS]
     if 2 * r >= d:
         digits = str(n + 1)
         if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10

@@ -10,18 +10,20 @@ finished cleanly. ``OverBudget`` is not a fault and leaves at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from gmpy2 import mpz
 
 from app.calculator.arithmetic import BINARY, degrees, negate
-from app.calculator.cost import CALL_UNITS, Ledger
+from app.calculator.cost import CALL_UNITS, WORK_BUDGET, Ledger
 from app.calculator.errors import CalcError, DivisionByZero, Fault
 from app.calculator.functions import CONSTANTS, FUNCTIONS
 from app.calculator.numbers import Value
 from app.calculator.powers import factorial, power
 from app.calculator.tokens import parse_number
+
+if TYPE_CHECKING:
+    from app.calculator.parser import Parser
 
 __all__ = ["Evaluator"]
 
@@ -31,15 +33,25 @@ _FAILED: Final = None
 _SHORT_INTEGER: Final = 300
 
 
-class Evaluator:
-    """Actions that compute; ``result(value)`` is the value, or the first fault, positioned."""
+class Evaluator(Ledger):
+    """Actions that compute; ``result(value)`` is the value, or the first fault, positioned.
 
-    __slots__ = ("error", "ledger", "locate")
+    The evaluator is the evaluation's `Ledger` too (one object where two would do the same).
+    ``parser`` is set once the parser exists: its ``locate`` positions a fault.
+    """
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    __slots__ = ("error", "parser")
+
+    def __init__(self, budget: int | None, work_budget: int = WORK_BUDGET) -> None:
+        # Ledger's three fields, set here: super().__init__() would cost as much again.
+        self.budget = budget
+        self.limit = work_budget if budget is None else min(budget, work_budget)
+        self.spent = 0
         self.error: CalcError | None = None
-        self.locate: Callable[[int, int], tuple[int, int]] = lambda start, end: (0, 1)
+        self.parser: Parser[Value] | None = None
+
+    def locate(self, start: int, end: int) -> tuple[int, int]:
+        return (0, 1) if self.parser is None else self.parser.locate(start, end)
 
     def _keep(self, fault: Fault, start: int, end: int) -> None:
         if self.error is None:
@@ -54,7 +66,7 @@ class Evaluator:
         if self.error is not None:
             return _FAILED
         try:
-            return parse_number(tok, self.ledger)
+            return parse_number(tok, self)
         except Fault as fault:
             self._keep(fault, at, at + 1)
             return _FAILED
@@ -74,8 +86,8 @@ class Evaluator:
         if self.error is not None:
             return _FAILED
         try:
-            self.ledger.charge(CALL_UNITS)
-            return FUNCTIONS[name].impl(args, self.ledger)
+            self.charge(CALL_UNITS)
+            return FUNCTIONS[name].impl(args, self)
         except Fault as fault:
             if fault.arg is None:
                 self._keep(fault, start, end)
@@ -95,7 +107,7 @@ class Evaluator:
         if self.error is not None:
             return _FAILED
         try:
-            return BINARY[op](left, right, self.ledger)
+            return BINARY[op](left, right, self)
         except Fault as fault:
             # A zero divisor is the right operand's fault; anything else the whole run's so far.
             self._keep(fault, right_start if fault.cls is DivisionByZero else start, end)
@@ -105,7 +117,7 @@ class Evaluator:
         if self.error is not None:
             return _FAILED
         try:
-            return power(base, exponent, self.ledger)
+            return power(base, exponent, self)
         except Fault as fault:
             self._keep(fault, start, end)
             return _FAILED
@@ -115,8 +127,8 @@ class Evaluator:
             return _FAILED
         try:
             if op == "!":
-                return factorial(operand, self.ledger)
-            return degrees(operand, self.ledger)
+                return factorial(operand, self)
+            return degrees(operand, self)
         except Fault as fault:
             self._keep(fault, start, end)
             return _FAILED

@@ -82,11 +82,12 @@ class Parser(Generic[T]):
     ``locate()`` maps a token span to (character position, length) for error messages.
     """
 
-    __slots__ = ("actions", "depth", "pos", "spans", "text", "toks")
+    __slots__ = ("actions", "depth", "n", "pos", "spans", "text", "toks")
 
     def __init__(self, text: str, toks: list[str], actions: Actions[T]) -> None:
         self.text = text
         self.toks = toks
+        self.n = len(toks)
         self.actions = actions
         self.pos = 0
         self.depth = -1  # the top level is depth 0; MAX_DEPTH nested levels are allowed
@@ -148,11 +149,17 @@ class Parser(Generic[T]):
         if depth > MAX_DEPTH:
             raise self._too_deep(self.pos - 1)  # the token that opened this level
         self.depth = depth
-        left, start = self._prefix()
         actions = self.actions
         toks = self.toks
-        n = len(toks)
-        i = self.pos
+        n = self.n
+        start = i = self.pos
+        # The commonest operand, a plain integer, without the call to _prefix.
+        if i < n and (tok := toks[i]).isdigit() and tok.isascii():
+            left = actions.integer(tok, i)
+            i += 1
+        else:
+            left, start = self._prefix()
+            i = self.pos
         chain_bp = 0  # the binding power of the run `left` is, 0 if none
         extra = 0  # postfix nesting adds tree depth without recursion
         while i < n:

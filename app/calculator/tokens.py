@@ -54,8 +54,8 @@ _LOG2_10: Final = 3.3219280948873626
 _SHORT_DIGITS: Final = 300
 
 
-def tokenize(text: str) -> list[str]:
-    return _TOKEN_RE.findall(text)
+# The token strings of a text, whitespace dropped (the pattern's bound method: one call less).
+tokenize: Final = _TOKEN_RE.findall
 
 
 def spans(text: str, count: int) -> list[tuple[int, int]]:
