@@ -95,8 +95,8 @@ def exact_result(v: Exact, led: Ledger) -> Value:
 def _rational(op: Callable[[Value, Value], Value], a: Value, b: Value, led: Ledger) -> Value:
     """``op(a, b)`` on rationals (at least one an mpq, or a quotient), charged first: GMP keeps
     it in lowest terms with gcds. Within the exact bound, or approximated."""
-    bits_a, bits_b = exact_bits(a), exact_bits(b)
-    if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
+    if not (_small(a) and _small(b)):
+        bits_a, bits_b = exact_bits(a), exact_bits(b)
         if type(a) is mpz and type(b) is mpz:  # a quotient of integers: one gcd
             led.charge(RATIONAL_UNITS + gcd_units(min(bits_a, bits_b)))
         else:
@@ -105,6 +105,13 @@ def _rational(op: Callable[[Value, Value], Value], a: Value, b: Value, led: Ledg
     led.charge(RATIONAL_UNITS)
     result = op(a, b)
     return result.numerator if type(result) is mpq and result.denominator == 1 else result
+
+
+def _small(v: Exact) -> bool:
+    """Whether an exact value has at most SMALL_BITS bits (exact_bits without the max)."""
+    if type(v) is mpz:
+        return bool(v.bit_length() <= SMALL_BITS)
+    return bool(v.numerator.bit_length() <= SMALL_BITS and v.denominator.bit_length() <= SMALL_BITS)
 
 
 def _quotient(a: Value, b: Value) -> Value:
@@ -161,11 +168,14 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
         return _rational(operator.add, a, b, led)
     if ta in _PLAIN and tb in _PLAIN:
         r = WORK.add(a, b)
-        if a == 0 or b == 0 or r == 0:
+        if r.is_zero() or a == 0 or b == 0:
             return r
-        if _get_exp(r) < max(_mag(a), _mag(b)) - SNAP_BITS:
+        exp = _get_exp(r)
+        if exp < _mag(a) - SNAP_BITS or exp < _mag(b) - SNAP_BITS:
             return ZERO  # cancellation noise: sqrt(2)^2 - 2
-        return _settled(r)
+        if -MPFR_SAFE_EXP < exp < MPFR_SAFE_EXP and r.is_finite():
+            return r
+        return fit(r)
     if ta is Degrees and tb is Degrees:
         return Degrees(a.deg + b.deg)
     a, b = plain_number(a), plain_number(b)
