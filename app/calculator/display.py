@@ -77,8 +77,9 @@ def _real(x: mpfr) -> str:
     if not x.is_finite():  # every operation checks its range; this is the last line of defence
         raise Fault(LimitError, out_of_range(x > 0))
     digits, exp, _ = x.digits(10, DISPLAY_DIGITS)
-    negative = digits.startswith("-")
-    return _format(negative, digits.lstrip("-").rstrip("0"), int(exp) - 1)
+    if digits[0] == "-":
+        return _format(True, digits[1:].rstrip("0"), exp - 1)
+    return _format(False, digits.rstrip("0"), exp - 1)
 
 
 def _huge(h: Huge) -> str:
