@@ -171,8 +171,11 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
         if r.is_zero() or a == 0 or b == 0:
             return r
         exp = _get_exp(r)
-        if exp < _mag(a) - SNAP_BITS or exp < _mag(b) - SNAP_BITS:
-            return ZERO  # cancellation noise: sqrt(2)^2 - 2
+        noise = exp + SNAP_BITS  # an operand above 2^noise makes r noise: sqrt(2)^2 - 2
+        if (_get_exp(a) if ta is mpfr else _mag(a)) > noise:
+            return ZERO
+        if (_get_exp(b) if tb is mpfr else _mag(b)) > noise:
+            return ZERO
         if -MPFR_SAFE_EXP < exp < MPFR_SAFE_EXP and r.is_finite():
             return r
         return fit(r)

@@ -33,11 +33,12 @@ from app.calculator.numbers import (
 __all__ = ["CANON", "NAME_START", "NUMBER_START", "classify", "parse_number", "spans", "tokenize"]
 
 _TOKEN_RE: Final = re.compile(
-    r"""[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?(?:i(?![A-Za-z0-9_]))?  # number (2, 2.5e3, 2i)
-      | \*\*?|//?                                # * ** / //
+    r"""[-+()^%,!]                                # one-character operators, the commonest
+      | [0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?(?:i(?![A-Za-z0-9_]))?  # number (2, 2.5e3, 2i)
       | [A-Za-z_][A-Za-z0-9_]*                    # name
+      | \*\*?|//?                                # * ** / //
       | \.[0-9]+(?:[eE][+-]?[0-9]+)?(?:i(?![A-Za-z0-9_]))?  # number starting with a point
-      | \S                                        # one-character operators, or rejected
+      | \S                                        # other characters: operators, or rejected
     """,
     re.VERBOSE,
 )
