@@ -171,7 +171,9 @@ def _evaluate(text: str, toks: list[str], evaluator: Evaluator) -> Result:
     # (an mpfr's decimal digits round in its rounding mode): make that WORK for the duration,
     # whatever the caller's thread had set (0.3 µs).
     with WORK:
-        value = evaluator.result(parser.parse())
+        value = parser.parse()
+        if evaluator.error is not None:  # the first fault, once the whole text has parsed
+            raise evaluator.error
         try:
             return make_result(text, value, evaluator)
         except Fault as fault:

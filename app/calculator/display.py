@@ -43,6 +43,8 @@ def make_result(text: str, value: Value, led: Ledger) -> Result:
         if bits > SMALL_BITS:
             led.charge(division_units(bits))
         return Result(text, str(value), True, None)
+    if t is mpfr:
+        return Result(text, _real(value), False, None)
     if t is mpq:
         num, den = value.numerator, value.denominator
         if num.bit_length() > SMALL_BITS or den.bit_length() > SMALL_BITS:

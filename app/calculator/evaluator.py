@@ -4,7 +4,7 @@ Strategy: values are computed in the order the parser recognises their parts, wh
 order a tree walk would take (operands left to right, then the operator), without building the
 tree. A syntax error still wins over an evaluation error anywhere before it (``1/0 +`` is a
 syntax error), as if the whole text had been parsed first: the first `Fault` is kept, with its
-position, and the remaining text is only parsed; `result` raises the fault once the parse has
+position, and the remaining text is only parsed; `evaluate()` raises the fault once the parse has
 finished cleanly. ``OverBudget`` is not a fault and leaves at once.
 """
 
@@ -34,7 +34,7 @@ _SHORT_INTEGER: Final = 300
 
 
 class Evaluator(Ledger):
-    """Actions that compute; ``result(value)`` is the value, or the first fault, positioned.
+    """Actions that compute; ``error`` is the first fault, positioned (raised once parsed).
 
     The evaluator is the evaluation's `Ledger` too (one object where two would do the same).
     ``parser`` is set once the parser exists: its ``locate`` positions a fault.
@@ -56,11 +56,6 @@ class Evaluator(Ledger):
     def _keep(self, fault: Fault, start: int, end: int) -> None:
         if self.error is None:
             self.error = fault.cls(fault.message, *self.locate(start, end))
-
-    def result(self, value: Value) -> Value:
-        if self.error is not None:
-            raise self.error
-        return value
 
     def number(self, tok: str, at: int) -> Value:
         if self.error is not None:
