@@ -147,7 +147,15 @@ def evaluate(text: str, *, budget: int | None = None) -> Result:
     as soon as the estimated work passes it, and otherwise returns exactly what it returns
     without one.
     """
-    return _evaluate(text, _tokens(text, budget), Evaluator(budget))
+    if (
+        isinstance(text, str)
+        and len(text) <= INLINE_MAX_LENGTH
+        and (budget is None or budget >= INLINE_BUDGET)
+    ):
+        toks = tokenize(text)  # every check of _tokens passes: the commonest case, without them
+    else:
+        toks = _tokens(text, budget)
+    return _evaluate(text, toks, Evaluator(budget))
 
 
 def estimate_work(text: str) -> tuple[int, Result | CalcError]:
