@@ -48,8 +48,9 @@ def make_result(text: str, value: Value, led: Ledger) -> Result:
     if t is mpq:
         num, den = value.numerator, value.denominator
         if num.bit_length() > SMALL_BITS or den.bit_length() > SMALL_BITS:
-            led.charge(3 * division_units(max(num.bit_length(), den.bit_length())))
-        led.charge(RATIONAL_UNITS)
+            led.charge(RATIONAL_UNITS + 3 * division_units(max(num.bit_length(), den.bit_length())))
+        else:
+            led.charge(RATIONAL_UNITS)  # division_units is 0 at this size
         return Result(text, _fraction(num, den), True, str(num) + "/" + str(den))
     if t is mpc:
         led.charge(RATIONAL_UNITS)  # two parts to show
