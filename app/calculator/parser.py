@@ -4,11 +4,12 @@ Precedence, high to low: parentheses and calls; postfix ``!`` and ``°``; ``^`` 
 associative, its right operand may carry a sign) and prefix ``√``; unary ``+ -``; ``* / // %``;
 ``+ -``.
 
-Strategy: the grammar exists once, here, and says what it found through an `Actions` object:
-`app.calculator.tree.TreeBuilder` builds the syntax tree (``parse()``), and
+Strategy: the grammar exists once, here, and says what it found through its actions, methods
+that a subclass defines: `app.calculator.tree.TreeBuilder` builds the syntax tree (``parse()``), and
 `app.calculator.evaluator.Evaluator` computes the value as it goes (``evaluate()``), so no tree
 is built to be walked once and thrown away. Each action gets the token span of what it combines,
-for error positions. Every recursive call goes through `_expr`, which counts depth explicitly,
+for error positions. Every recursive call goes through `_expr`, which counts depth explicitly
+(the peepholes that skip it check the depth it would),
 so nesting beyond MAX_DEPTH is a LimitError long before Python's recursion limit. Names are
 resolved while parsing: unknown names and wrong argument counts are syntax errors.
 """
@@ -16,13 +17,14 @@ resolved while parsing: unknown names and wrong argument counts are syntax error
 from __future__ import annotations
 
 import difflib
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, TypeVar
 
+from app.calculator.cost import Ledger
 from app.calculator.errors import CalcError, CalcSyntaxError, LimitError, UnknownNameError
 from app.calculator.functions import CONSTANTS, FUNCTIONS
 from app.calculator.tokens import CANON, NAME_START, NUMBER_START, classify, spans
 
-__all__ = ["MAX_DEPTH", "Actions", "Parser"]
+__all__ = ["MAX_DEPTH", "Parser"]
 
 # 256 levels: Python's own parser allows ~200 nested parentheses; each level costs one Python
 # frame in the parser, well inside the default recursion limit of 1000.
@@ -53,43 +55,63 @@ _KNOWN_NAMES: Final = sorted([*FUNCTIONS, *CONSTANTS])
 T = TypeVar("T")
 
 
-class Actions(Protocol[T]):
-    """What the parser calls as it recognises each construct, in evaluation order.
+class Parser(Ledger, Generic[T]):
+    """The grammar: parses one text, calling its actions; ``parse()`` returns what the last
+    action returned.
 
-    Spans are token indices, end exclusive; ``starts[k]``/``ends[k]`` those of argument k.
-    ``extends`` is True when ``binary`` continues a run of the same precedence (``a + b - c``).
+    The actions (``number`` ... ``group``, below) are what a subclass computes as the parser
+    recognises each construct, in evaluation order: `app.calculator.evaluator.Evaluator` values,
+    `app.calculator.tree.TreeBuilder` nodes. Spans are token indices, end exclusive;
+    ``starts[k]``/``ends[k]`` those of argument k; ``extends`` is True when ``binary``
+    continues a run of the same precedence (``a + b - c``). ``locate()`` maps a token span to
+    (character position, length) for error messages.
+
+    Strategy: the parser is a base class rather than an object that holds its actions, and it
+    is the `Ledger` its actions charge, so one object per evaluation does the parsing, the
+    computing and the accounting, and an action is a method of ``self``.
     """
 
-    def number(self, tok: str, at: int) -> T: ...
-    def integer(self, tok: str, at: int) -> T: ...  # a literal of ASCII digits only
-    def constant(self, name: str, tok: str, at: int) -> T: ...
-    def call(
-        self, name: str, tok: str, args: list[T], starts: list[int], ends: list[int],
-        start: int, end: int,
-    ) -> T: ...  # fmt: skip
-    def unary(self, op: str, operand: T, start: int) -> T: ...
-    def binary(
-        self, op: str, left: T, right: T, start: int, right_start: int, end: int, extends: bool
-    ) -> T: ...
-    def power(self, op: str, base: T, exponent: T, start: int, end: int) -> T: ...
-    def postfix(self, op: str, operand: T, start: int, end: int) -> T: ...
-    def group(self, inner: T, start: int, end: int) -> T: ...
+    __slots__ = ("n", "spans", "text", "toks")
 
-
-class Parser(Generic[T]):
-    """Parses one text, calling ``actions``; ``parse()`` returns what the last action returned.
-
-    ``locate()`` maps a token span to (character position, length) for error messages.
-    """
-
-    __slots__ = ("actions", "n", "spans", "text", "toks")
-
-    def __init__(self, text: str, toks: list[str], actions: Actions[T]) -> None:
+    def __init__(self, text: str, toks: list[str], budget: int | None, work_budget: int) -> None:
+        super().__init__(budget, work_budget)
         self.text = text
         self.toks = toks
         self.n = len(toks)
-        self.actions = actions
         self.spans: list[tuple[int, int]] | None = None
+
+    # -- the actions ----------------------------------------------------------------------------
+    def number(self, tok: str, at: int) -> T:
+        raise NotImplementedError
+
+    def integer(self, tok: str, at: int) -> T:  # a literal of ASCII digits only
+        raise NotImplementedError
+
+    def constant(self, name: str, tok: str, at: int) -> T:
+        raise NotImplementedError
+
+    def call(
+        self, name: str, tok: str, args: list[T], starts: list[int], ends: list[int],
+        start: int, end: int,
+    ) -> T:  # fmt: skip
+        raise NotImplementedError
+
+    def unary(self, op: str, operand: T, start: int) -> T:
+        raise NotImplementedError
+
+    def binary(
+        self, op: str, left: T, right: T, start: int, right_start: int, end: int, extends: bool
+    ) -> T:
+        raise NotImplementedError
+
+    def power(self, op: str, base: T, exponent: T, start: int, end: int) -> T:
+        raise NotImplementedError
+
+    def postfix(self, op: str, operand: T, start: int, end: int) -> T:
+        raise NotImplementedError
+
+    def group(self, inner: T, start: int, end: int) -> T:
+        raise NotImplementedError
 
     # -- positions and errors ---------------------------------------------------------------
     def locate(self, start: int, end: int) -> tuple[int, int]:
@@ -148,13 +170,12 @@ class Parser(Generic[T]):
         what the actions made of it, and the index of the token after it."""
         if depth > MAX_DEPTH:
             raise self._too_deep(i - 1)  # the token that opened this level
-        actions = self.actions
         toks = self.toks
         n = self.n
         start = i
         # The commonest operand, a plain integer, without the call to _prefix.
         if i < n and (tok := toks[i]).isdigit() and tok.isascii():
-            left = actions.integer(tok, i)
+            left = self.integer(tok, i)
             i += 1
         else:
             left, i = self._prefix(i, depth)
@@ -172,13 +193,13 @@ class Parser(Generic[T]):
                 if depth + extra > MAX_DEPTH:
                     raise self._too_deep(i)
                 i += 1
-                left = actions.postfix(tok, left, start, i)
+                left = self.postfix(tok, left, start, i)
                 chain_bp = 0
                 continue
             j = i + 1
             if bp == _POWER_BP:
                 exponent, i = self._expr(j, _POWER_BP - 1, depth + 1)
-                left = actions.power(tok, left, exponent, start, i)
+                left = self.power(tok, left, exponent, start, i)
                 chain_bp = 0
                 continue
             # The right operand. Most are plain integers that nothing after them binds into
@@ -189,11 +210,11 @@ class Parser(Generic[T]):
                 and operand.isascii()  # "²".isdigit() too: only ASCII digits are numbers
                 and (j + 1 == n or _LBP.get(toks[j + 1], 99) <= bp)
             ):  # _plain_integer(j, bp), inlined here where it counts most
-                right = actions.integer(operand, j)
+                right = self.integer(operand, j)
                 i = j + 1
             else:
                 right, i = self._expr(j, bp, depth + 1)
-            left = actions.binary(CANON[tok], left, right, start, j, i, chain_bp == bp)
+            left = self.binary(CANON[tok], left, right, start, j, i, chain_bp == bp)
             chain_bp = bp
         return left, i
 
@@ -222,7 +243,7 @@ class Parser(Generic[T]):
         if kind is None:
             first = tok[0]
             if first in NUMBER_START and tok != ".":
-                return self.actions.number(tok, i), i + 1
+                return self.number(tok, i), i + 1
             if first in NAME_START:
                 return self._name(tok, i, depth)
             raise self.fail(CalcSyntaxError, f"unexpected character {tok!r}", i, i + 1)
@@ -236,19 +257,19 @@ class Parser(Generic[T]):
                     len(self.text),
                     1,
                 )
-            return self.actions.group(inner, i, j + 1), j + 1
+            return self.group(inner, i, j + 1), j + 1
         if kind == _P_SIGN:
             j = i + 1
             # -42: the operand without a call to _expr (at the depth _expr would allow it).
             if depth < MAX_DEPTH and self._plain_integer(j, _UNARY_BP):
-                return self.actions.unary(CANON[tok], self.actions.integer(toks[j], j), i), j + 1
+                return self.unary(CANON[tok], self.integer(toks[j], j), i), j + 1
             operand, j = self._expr(j, _UNARY_BP, depth + 1)
-            return self.actions.unary(CANON[tok], operand, i), j
+            return self.unary(CANON[tok], operand, i), j
         if kind == _P_ROOT:
             operand, j = self._expr(i + 1, _POWER_BP, depth + 1)
-            return self.actions.call("sqrt", "√", [operand], [i + 1], [j], i, j), j
+            return self.call("sqrt", "√", [operand], [i + 1], [j], i, j), j
         if kind == _P_PI:
-            return self.actions.constant("pi", tok, i), i + 1
+            return self.constant("pi", tok, i), i + 1
         if tok == ")" and i > 0 and toks[i - 1] == "(":
             raise self.fail(CalcSyntaxError, "empty parentheses", i - 1, i + 1)
         what = "an expression" if tok == ")" else "an operand"
@@ -275,7 +296,7 @@ class Parser(Generic[T]):
                     i,
                     i + 2,
                 )
-            return self.actions.constant(name, tok, i), i + 1
+            return self.constant(name, tok, i), i + 1
         spec = FUNCTIONS.get(name)
         if spec is None:
             close = difflib.get_close_matches(name, _KNOWN_NAMES, n=1, cutoff=0.6)
@@ -298,7 +319,7 @@ class Parser(Generic[T]):
             while True:
                 arg_start = j
                 if depth < MAX_DEPTH and self._plain_integer(j, 0):  # sqrt(16): without _expr
-                    arg = self.actions.integer(toks[j], j)
+                    arg = self.integer(toks[j], j)
                     j += 1
                 else:
                     arg, j = self._expr(j, 0, depth + 1)
@@ -320,4 +341,4 @@ class Parser(Generic[T]):
                 i,
                 j,
             )
-        return self.actions.call(name, tok, args, starts, ends, i, j), j
+        return self.call(name, tok, args, starts, ends, i, j), j
