@@ -245,6 +245,10 @@ def divide(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if (tb is Degrees and b.deg == 0) or b == 0:
         raise Fault(DivisionByZero, "division by zero")
+    if ta is mpz and tb is mpz and a.bit_length() <= SMALL_BITS and b.bit_length() <= SMALL_BITS:
+        led.charge(RATIONAL_UNITS)  # what _rational charges, without its checks: 1/3, 100/7
+        q = mpq(a, b)
+        return q.numerator if q.denominator == 1 else q
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
         return _rational(_quotient, a, b, led)
     if ta in _PLAIN and tb in _PLAIN:

@@ -121,7 +121,7 @@ def _fraction(num: mpz, den: mpz) -> str:
     e = int(p.num_digits(10) - den.num_digits(10)) - 2  # floor(log10(p/q)) - (0 to 3)
     shift = DISPLAY_DIGITS - 1 - e
     if shift >= 0:
-        n, r = divmod(p * _pow10(shift), den)
+        n, r = divmod(p * (_POW10[shift] if shift < _CACHED_POWERS else mpz(10) ** shift), den)
         d = den
     else:
         d = den * _pow10(-shift)
@@ -143,7 +143,8 @@ def _fraction(num: mpz, den: mpz) -> str:
     return _format(negative, digits.rstrip("0"), e)
 
 
-_POW10: Final = tuple(mpz(10) ** k for k in range(128))
+_CACHED_POWERS: Final = 128
+_POW10: Final = tuple(mpz(10) ** k for k in range(_CACHED_POWERS))
 
 
 def _pow10(k: int) -> mpz:
