@@ -111,35 +111,30 @@ def _complex(z: mpc) -> str:
 def _fraction(num: mpz, den: mpz) -> str:
     """The display of the exact value num/den (in lowest terms, den > 1).
 
-    With k chosen so that floor(p/q * 10^k) has at least DISPLAY_DIGITS digits, its first
-    DISPLAY_DIGITS are those of p/q, and what is left (the dropped digits and the remainder)
-    rounds them half up. The estimate of k comes from digit counts (gmpy2's may be one high), so
-    it is taken two low: one division, then 0 to 3 digits too many to drop.
+    With k chosen so that n = floor(p/q * 10^k) has more than DISPLAY_DIGITS digits, n's first
+    DISPLAY_DIGITS are those of p/q, its length gives the exponent, and rounding half up on its
+    next digit is rounding half up of p/q itself (what n drops is below one unit of that digit,
+    which cannot reach the next half-unit step). k comes from digit counts, each of which gmpy2
+    may give one high: one division, 41 to 44 digits.
     """
     negative = num < 0
     p = -num if negative else num
     e = int(p.num_digits(10) - den.num_digits(10)) - 2  # floor(log10(p/q)) - (0 to 3)
-    shift = DISPLAY_DIGITS - 1 - e
+    shift = DISPLAY_DIGITS - e
     if shift >= 0:
-        n, r = divmod(p * (_POW10[shift] if shift < _CACHED_POWERS else mpz(10) ** shift), den)
-        d = den
+        n = p * (_POW10[shift] if shift < _CACHED_POWERS else mpz(10) ** shift) // den
     else:
-        d = den * _pow10(-shift)
-        n, r = divmod(p, d)
+        n = p // (den * _pow10(-shift))
     digits = str(n)
-    extra = len(digits) - DISPLAY_DIGITS
-    if extra:
-        e += extra
-        scale = _POW10[extra]
-        n, dropped = divmod(n, scale)
-        r += dropped * d
-        d *= scale
-        digits = digits[:DISPLAY_DIGITS]
-    if 2 * r >= d:
-        digits = str(n + 1)
+    e = len(digits) - 1 - shift
+    if digits[DISPLAY_DIGITS] >= "5":
+        # int(digits[:DISPLAY_DIGITS]) + 1, without parsing the digits back
+        digits = str(n // _pow10(len(digits) - DISPLAY_DIGITS) + 1)
         if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
             e += 1
             digits = digits[:DISPLAY_DIGITS]
+    else:
+        digits = digits[:DISPLAY_DIGITS]
     return _format(negative, digits.rstrip("0"), e)
 
 
