@@ -183,8 +183,17 @@ def _exp(args: list[Value], led: Ledger) -> Value:
     return from_log2(ctx.div(to_mpfr(x, wp), ctx.const_log2()))
 
 
+# Up to 2^2048, k * bits(base) stays within SMALL_BITS for every base, so _exact_log charges 0.
+_SMALL_LOG_BITS: Final = 2048
+
+
 def _exact_log(x: Value, base: Value, led: Ledger) -> mpz | None:
     """log_base(x) when x is an exact integer power of an exact base (log10(1000) = 3)."""
+    if type(x) is mpz and type(base) is mpz and 1 < x.bit_length() <= _SMALL_LOG_BITS:
+        # x = y * base^k with y not divisible by base (base >= 2 here): a power iff y is 1.
+        # At this size the general path below finds the same k and charges nothing.
+        y, k = gmpy2.remove(x, base)
+        return mpz(k) if y == 1 else None
     if not (is_exact(x) and is_exact(base)):
         return None
     if x == 1:
@@ -216,7 +225,11 @@ def _logarithm(name: str, fixed_base: mpz | None) -> Impl:
         if type(x) is not mpc and sign(x) == 0:
             raise Fault(CalcDomainError, f"{name} of zero is undefined", 0)
         if base is not None:
-            if type(base) is mpc or sign(base) <= 0 or compare(base, 1) == 0:
+            if type(base) is mpz:
+                bad = base <= 1
+            else:
+                bad = type(base) is mpc or sign(base) <= 0 or compare(base, 1) == 0
+            if bad:
                 raise Fault(CalcDomainError, "logarithm base must be positive and not 1", 1)
             exact = _exact_log(x, base, led)
             if exact is not None:
