@@ -29,6 +29,9 @@ __all__ = ["Evaluator"]
 _FAILED: Final = None
 # Plain integer literals up to this many digits are read without parse_number's checks.
 _SHORT_INTEGER: Final = 300
+# The integer literals people type most, spelled as they are typed (no leading zeros): a fixed
+# table, built once.
+_SMALL_INTEGERS: Final = {str(k): mpz(k) for k in range(1000)}
 
 
 class Evaluator(Parser[Value]):
@@ -65,10 +68,14 @@ class Evaluator(Parser[Value]):
             return _FAILED
 
     def integer(self, tok: str, at: int) -> Value:
-        if len(tok) <= _SHORT_INTEGER and self.error is None:
-            # Nothing to charge or to check at this size; int() reads ASCII digits faster
-            # than mpz() does (134 ns against 166 for six digits, both included).
-            return mpz(int(tok))
+        if self.error is None:
+            small = _SMALL_INTEGERS.get(tok)  # 2, 10, 100: a look-up (36 ns against 134)
+            if small is not None:
+                return small
+            if len(tok) <= _SHORT_INTEGER:
+                # Nothing to charge or to check at this size; int() reads ASCII digits faster
+                # than mpz() does (134 ns against 166 for six digits, both included).
+                return mpz(int(tok))
         return self.number(tok, at)
 
     def constant(self, name: str, tok: str, at: int) -> Value:
