@@ -173,7 +173,7 @@ def _evaluate(evaluator: Evaluator) -> Result:
     text = evaluator.text
     try:
         evaluator.charge_tokens(evaluator.n)
-    except Fault as fault:
+    except Fault as fault:  # at one token per character, a text can only pass WORK_BUDGET here
         raise LimitError(fault.message, 0, max(1, len(text))) from None
     # The arithmetic names its contexts, but a few gmpy2 calls read the thread's current one
     # (an mpfr's decimal digits round in its rounding mode): make that WORK for the duration,

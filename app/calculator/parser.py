@@ -318,8 +318,14 @@ class Parser(Ledger, Generic[T]):
         else:
             while True:
                 arg_start = j
-                if depth < MAX_DEPTH and self._plain_integer(j, 0):  # sqrt(16): without _expr
-                    arg = self.integer(toks[j], j)
+                if (
+                    depth < MAX_DEPTH
+                    and j + 1 < n
+                    and (tok_j := toks[j]).isdigit()
+                    and tok_j.isascii()
+                    and _LBP.get(toks[j + 1], 99) <= 0
+                ):  # sqrt(16): the argument without _expr (_plain_integer(j, 0), inlined)
+                    arg = self.integer(tok_j, j)
                     j += 1
                 else:
                     arg, j = self._expr(j, 0, depth + 1)
