@@ -5,13 +5,13 @@ associative, its right operand may carry a sign) and prefix ``√``; unary ``+ -
 ``+ -``.
 
 Strategy: the grammar exists once, here, and says what it found through its actions, methods
-that a subclass defines: `app.calculator.tree.TreeBuilder` builds the syntax tree (``parse()``), and
-`app.calculator.evaluator.Evaluator` computes the value as it goes (``evaluate()``), so no tree
-is built to be walked once and thrown away. Each action gets the token span of what it combines,
-for error positions. Every recursive call goes through `_expr`, which counts depth explicitly
-(the peepholes that skip it check the depth it would),
-so nesting beyond MAX_DEPTH is a LimitError long before Python's recursion limit. Names are
-resolved while parsing: unknown names and wrong argument counts are syntax errors.
+that a subclass defines: `app.calculator.tree.TreeBuilder` builds the syntax tree
+(``parse()``), and `app.calculator.evaluator.Evaluator` computes the value as it goes
+(``evaluate()``), so no tree is built to be walked once and thrown away. Each action gets the
+token span of what it combines, for error positions. Every recursive call goes through `_expr`,
+which counts depth explicitly (the peepholes that skip it check the depth it would), so nesting
+beyond MAX_DEPTH is a LimitError long before Python's recursion limit. Names are resolved while
+parsing: unknown names and wrong argument counts are syntax errors.
 """
 
 from __future__ import annotations
