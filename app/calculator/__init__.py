@@ -45,8 +45,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from gmpy2 import get_context, set_context
-
 from app.calculator.cost import (
     EVALUATION_UNITS,
     INLINE_BUDGET,
@@ -179,12 +177,8 @@ def _evaluate(evaluator: Evaluator) -> Result:
         raise LimitError(fault.message, 0, max(1, len(text))) from None
     # The arithmetic names its contexts, but a few gmpy2 calls read the thread's current one
     # (an mpfr's decimal digits round in its rounding mode): make that WORK for the duration,
-    # whatever the caller's thread had set, and give the caller's back. Not `with WORK:`, which
-    # copies WORK first (0.3 µs against 0.2); nothing here changes the current context's
-    # settings, so WORK itself can be current.
-    caller = get_context()
-    set_context(WORK)
-    try:
+    # whatever the caller's thread had set (0.3 µs).
+    with WORK:
         value = evaluator.parse()
         if evaluator.error is not None:  # the first fault, once the whole text has parsed
             raise evaluator.error
@@ -192,5 +186,3 @@ def _evaluate(evaluator: Evaluator) -> Result:
             return make_result(text, value, evaluator)
         except Fault as fault:
             raise LimitError(fault.message, 0, max(1, len(text))) from None
-    finally:
-        set_context(caller)
