@@ -51,7 +51,6 @@ from app.calculator.cost import (
     INLINE_MAX_LENGTH,
     TOKEN_MILLIUNITS,
     WORK_BUDGET,
-    Ledger,
 )
 from app.calculator.display import make_result
 from app.calculator.errors import (
@@ -75,7 +74,7 @@ from app.calculator.numbers import (
     PRECISION_BITS,
     WORK,
 )
-from app.calculator.parser import MAX_DEPTH, Parser
+from app.calculator.parser import MAX_DEPTH
 from app.calculator.powers import MAX_EXACT_FACTORIAL
 from app.calculator.tokens import tokenize
 from app.calculator.tree import Node, TreeBuilder, unparse
@@ -132,12 +131,9 @@ def _tokens(text: str, budget: int | None) -> list[str]:
 
 def parse(text: str) -> Node:
     """Parse ``text`` into a syntax tree (see ``unparse``); raises CalcError."""
-    toks = _tokens(text, None)
-    builder = TreeBuilder(Ledger(None))
-    parser = Parser(text, toks, builder)
-    builder.locate = parser.locate
+    builder = TreeBuilder(text, _tokens(text, None))
     with WORK.copy():  # literals are valued as in evaluate(); a copy, as there
-        return parser.parse()
+        return builder.parse()
 
 
 def evaluate(text: str, *, budget: int | None = None) -> Result:
@@ -147,37 +143,48 @@ def evaluate(text: str, *, budget: int | None = None) -> Result:
     as soon as the estimated work passes it, and otherwise returns exactly what it returns
     without one.
     """
-    toks = _tokens(text, budget)
-    return _evaluate(text, toks, Ledger(budget))
+    if (
+        isinstance(text, str)
+        and len(text) <= INLINE_MAX_LENGTH
+        and (budget is None or budget >= INLINE_BUDGET)
+    ):
+        toks = tokenize(text)  # every check of _tokens passes: the commonest case, without them
+    else:
+        toks = _tokens(text, budget)
+    return _evaluate(Evaluator(text, toks, budget))
 
 
 def estimate_work(text: str) -> tuple[int, Result | CalcError]:
     """The work units a full evaluation of ``text`` is charged (past WORK_BUDGET too), and its
     outcome: what `scripts/bench_calculator.py --budget` calibrates the cost model with."""
-    ledger = Ledger(None, work_budget=1 << 62)
+    spent = 0
     try:
-        outcome: Result | CalcError = _evaluate(text, _tokens(text, None), ledger)
+        evaluator = Evaluator(text, _tokens(text, None), None, work_budget=1 << 62)
+        try:
+            outcome: Result | CalcError = _evaluate(evaluator)
+        finally:
+            spent = evaluator.spent
     except CalcError as error:
         outcome = error
-    return ledger.spent, outcome
+    return spent, outcome
 
 
-def _evaluate(text: str, toks: list[str], ledger: Ledger) -> Result:
+def _evaluate(evaluator: Evaluator) -> Result:
+    text = evaluator.text
     try:
-        ledger.charge_tokens(len(toks))
-    except Fault as fault:
+        evaluator.charge_tokens(evaluator.n)
+    except Fault as fault:  # at one token per character, a text can only pass WORK_BUDGET here
         raise LimitError(fault.message, 0, max(1, len(text))) from None
-    evaluator = Evaluator(ledger)
-    parser = Parser(text, toks, evaluator)
-    evaluator.locate = parser.locate
     # The arithmetic names its contexts, but a few gmpy2 calls read the thread's current one
     # (an mpfr's decimal digits round in its rounding mode): make that WORK for the duration,
     # whatever the caller's thread had set (0.4 µs). A copy, entered by this call alone: a
     # context object keeps the one it replaced, so threads entering the shared WORK at once
     # restore each other's and fail ("Unexpected failure in restoring context", or a crash).
     with WORK.copy():
-        value = evaluator.result(parser.parse())
+        value = evaluator.parse()
+        if evaluator.error is not None:  # the first fault, once the whole text has parsed
+            raise evaluator.error
         try:
-            return make_result(text, value, ledger)
+            return make_result(text, value, evaluator)
         except Fault as fault:
             raise LimitError(fault.message, 0, max(1, len(text))) from None

@@ -95,8 +95,8 @@ def exact_result(v: Exact, led: Ledger) -> Value:
 def _rational(op: Callable[[Value, Value], Value], a: Value, b: Value, led: Ledger) -> Value:
     """``op(a, b)`` on rationals (at least one an mpq, or a quotient), charged first: GMP keeps
     it in lowest terms with gcds. Within the exact bound, or approximated."""
-    bits_a, bits_b = exact_bits(a), exact_bits(b)
-    if bits_a > SMALL_BITS or bits_b > SMALL_BITS:
+    if not (_small(a) and _small(b)):
+        bits_a, bits_b = exact_bits(a), exact_bits(b)
         if type(a) is mpz and type(b) is mpz:  # a quotient of integers: one gcd
             led.charge(RATIONAL_UNITS + gcd_units(min(bits_a, bits_b)))
         else:
@@ -105,6 +105,13 @@ def _rational(op: Callable[[Value, Value], Value], a: Value, b: Value, led: Ledg
     led.charge(RATIONAL_UNITS)
     result = op(a, b)
     return result.numerator if type(result) is mpq and result.denominator == 1 else result
+
+
+def _small(v: Exact) -> bool:
+    """Whether an exact value has at most SMALL_BITS bits (exact_bits without the max)."""
+    if type(v) is mpz:
+        return bool(v.bit_length() <= SMALL_BITS)
+    return bool(v.numerator.bit_length() <= SMALL_BITS and v.denominator.bit_length() <= SMALL_BITS)
 
 
 def _quotient(a: Value, b: Value) -> Value:
@@ -152,20 +159,26 @@ def _settled(r: mpfr) -> Value:
 def add(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if ta is mpz and tb is mpz:
-        bits = max(a.bit_length(), b.bit_length())
-        if bits <= SMALL_BITS:
+        if a.bit_length() <= SMALL_BITS and b.bit_length() <= SMALL_BITS:
             return a + b  # nothing to charge, nothing outgrows a bound
+        bits = max(a.bit_length(), b.bit_length())
         led.charge(linear_units(bits))
         return exact_result(a + b, led)
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
         return _rational(operator.add, a, b, led)
     if ta in _PLAIN and tb in _PLAIN:
         r = WORK.add(a, b)
-        if a == 0 or b == 0 or r == 0:
+        if r.is_zero() or a == 0 or b == 0:
             return r
-        if _get_exp(r) < max(_mag(a), _mag(b)) - SNAP_BITS:
-            return ZERO  # cancellation noise: sqrt(2)^2 - 2
-        return _settled(r)
+        exp = _get_exp(r)
+        noise = exp + SNAP_BITS  # an operand above 2^noise makes r noise: sqrt(2)^2 - 2
+        if (_get_exp(a) if ta is mpfr else _mag(a)) > noise:
+            return ZERO
+        if (_get_exp(b) if tb is mpfr else _mag(b)) > noise:
+            return ZERO
+        if -MPFR_SAFE_EXP < exp < MPFR_SAFE_EXP and r.is_finite():
+            return r
+        return fit(r)
     if ta is Degrees and tb is Degrees:
         return Degrees(a.deg + b.deg)
     a, b = plain_number(a), plain_number(b)
@@ -192,7 +205,12 @@ def _add_parts(a: Value, b: Value) -> Value:
 
 
 def subtract(a: Value, b: Value, led: Ledger) -> Value:
-    if type(a) is mpz and type(b) is mpz and max(a.bit_length(), b.bit_length()) <= SMALL_BITS:
+    if (
+        type(a) is mpz
+        and type(b) is mpz
+        and a.bit_length() <= SMALL_BITS
+        and b.bit_length() <= SMALL_BITS
+    ):
         return a - b
     return add(a, negate(b), led)
 
@@ -227,6 +245,10 @@ def divide(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if (tb is Degrees and b.deg == 0) or b == 0:
         raise Fault(DivisionByZero, "division by zero")
+    if ta is mpz and tb is mpz and a.bit_length() <= SMALL_BITS and b.bit_length() <= SMALL_BITS:
+        led.charge(RATIONAL_UNITS)  # what _rational charges, without its checks: 1/3, 100/7
+        q = mpq(a, b)
+        return q.numerator if q.denominator == 1 else q
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
         return _rational(_quotient, a, b, led)
     if ta in _PLAIN and tb in _PLAIN:

@@ -203,7 +203,9 @@ class Ledger:
 
     def charge_tokens(self, count: int) -> None:
         """Charge one evaluation of ``count`` tokens (tokenising, parsing, walking; one step)."""
-        self.charge(EVALUATION_UNITS - (-count * TOKEN_MILLIUNITS // 1000))
+        self.spent += EVALUATION_UNITS - (-count * TOKEN_MILLIUNITS // 1000)
+        if self.spent > self.limit:
+            self._over()
 
     def _over(self) -> None:
         if self.budget is not None and self.spent > self.budget:

@@ -43,9 +43,14 @@ def make_result(text: str, value: Value, led: Ledger) -> Result:
         if bits > SMALL_BITS:
             led.charge(division_units(bits))
         return Result(text, str(value), True, None)
+    if t is mpfr:
+        return Result(text, _real(value), False, None)
     if t is mpq:
         num, den = value.numerator, value.denominator
-        led.charge(RATIONAL_UNITS + 3 * division_units(max(num.bit_length(), den.bit_length())))
+        if num.bit_length() > SMALL_BITS or den.bit_length() > SMALL_BITS:
+            led.charge(RATIONAL_UNITS + 3 * division_units(max(num.bit_length(), den.bit_length())))
+        else:
+            led.charge(RATIONAL_UNITS)  # division_units is 0 at this size
         return Result(text, _fraction(num, den), True, str(num) + "/" + str(den))
     if t is mpc:
         led.charge(RATIONAL_UNITS)  # two parts to show
@@ -75,8 +80,9 @@ def _real(x: mpfr) -> str:
     if not x.is_finite():  # every operation checks its range; this is the last line of defence
         raise Fault(LimitError, out_of_range(x > 0))
     digits, exp, _ = x.digits(10, DISPLAY_DIGITS)
-    negative = digits.startswith("-")
-    return _format(negative, digits.lstrip("-").rstrip("0"), int(exp) - 1)
+    if digits[0] == "-":
+        return _format(True, digits[1:].rstrip("0"), exp - 1)
+    return _format(False, digits.rstrip("0"), exp - 1)
 
 
 def _huge(h: Huge) -> str:
@@ -105,34 +111,35 @@ def _complex(z: mpc) -> str:
 def _fraction(num: mpz, den: mpz) -> str:
     """The display of the exact value num/den (in lowest terms, den > 1).
 
-    With k chosen so that floor(p/q * 10^k) has DISPLAY_DIGITS digits, its digits are those of
-    p/q and the remainder rounds it half up; the estimate of k comes from bit lengths and is
-    off by one or two at most, which the length of the digits shows (then it is done again).
+    With k chosen so that n = floor(p/q * 10^k) has more than DISPLAY_DIGITS digits, n's first
+    DISPLAY_DIGITS are those of p/q, its length gives the exponent, and rounding half up on its
+    next digit is rounding half up of p/q itself (what n drops is below one unit of that digit,
+    which cannot reach the next half-unit step). k comes from digit counts, each of which gmpy2
+    may give one high: one division, 41 to 44 digits.
     """
     negative = num < 0
-    p, q = abs(num), den
-    e = int(p.num_digits(10) - q.num_digits(10))  # floor(log10(p/q)), or one or two off
-    for _ in range(4):
-        shift = DISPLAY_DIGITS - 1 - e
-        if shift >= 0:
-            n, r = divmod(p * _pow10(shift), q)
-            d = q
-        else:
-            d = q * _pow10(-shift)
-            n, r = divmod(p, d)
-        digits = str(n)
-        if len(digits) == DISPLAY_DIGITS:
-            break
-        e += len(digits) - DISPLAY_DIGITS
-    if 2 * r >= d:
-        digits = str(n + 1)
+    p = -num if negative else num
+    e = int(p.num_digits(10) - den.num_digits(10)) - 2  # floor(log10(p/q)) - (0 to 3)
+    shift = DISPLAY_DIGITS - e
+    if shift >= 0:
+        n = p * (_POW10[shift] if shift < _CACHED_POWERS else mpz(10) ** shift) // den
+    else:
+        n = p // (den * _pow10(-shift))
+    digits = str(n)
+    e = len(digits) - 1 - shift
+    if digits[DISPLAY_DIGITS] >= "5":
+        # int(digits[:DISPLAY_DIGITS]) + 1, without parsing the digits back
+        digits = str(n // _pow10(len(digits) - DISPLAY_DIGITS) + 1)
         if len(digits) > DISPLAY_DIGITS:  # rounding carried into a new digit: 9.99... -> 10
             e += 1
             digits = digits[:DISPLAY_DIGITS]
+    else:
+        digits = digits[:DISPLAY_DIGITS]
     return _format(negative, digits.rstrip("0"), e)
 
 
-_POW10: Final = tuple(mpz(10) ** k for k in range(128))
+_CACHED_POWERS: Final = 128
+_POW10: Final = tuple(mpz(10) ** k for k in range(_CACHED_POWERS))
 
 
 def _pow10(k: int) -> mpz:

@@ -48,7 +48,6 @@ from app.calculator.numbers import (
     TAU,
     WIDE,
     WORK,
-    Degrees,
     E,
     Huge,
     Value,
@@ -86,6 +85,9 @@ class FunctionSpec:
     max_args: int
     usage: str
     impl: Impl
+    # A degree angle is handed to the implementation as its value in radians (every function
+    # but sin, cos, tan, which keep 30° exact, and the integer ones, which refuse it).
+    radians: bool = True
 
     @property
     def arity_text(self) -> str:
@@ -94,18 +96,6 @@ class FunctionSpec:
         if self.max_args > 100:
             return f"at least {self.min_args} argument{'s' if self.min_args != 1 else ''}"
         return f"{self.min_args} to {self.max_args} arguments"
-
-
-def _radians(impl: Impl) -> Impl:
-    """impl, seeing a degree angle as its value in radians."""
-
-    def plain(args: list[Value], led: Ledger) -> Value:
-        for v in args:
-            if type(v) is Degrees:
-                return impl([to_mpfr(v) if type(v) is Degrees else v for v in args], led)
-        return impl(args, led)
-
-    return plain
 
 
 def _real_only(v: Value, name: str, arg: int = 0) -> None:
@@ -193,8 +183,17 @@ def _exp(args: list[Value], led: Ledger) -> Value:
     return from_log2(ctx.div(to_mpfr(x, wp), ctx.const_log2()))
 
 
+# Up to 2^2048, k * bits(base) stays within SMALL_BITS for every base, so _exact_log charges 0.
+_SMALL_LOG_BITS: Final = 2048
+
+
 def _exact_log(x: Value, base: Value, led: Ledger) -> mpz | None:
     """log_base(x) when x is an exact integer power of an exact base (log10(1000) = 3)."""
+    if type(x) is mpz and type(base) is mpz and 1 < x.bit_length() <= _SMALL_LOG_BITS:
+        # x = y * base^k with y not divisible by base (base >= 2 here): a power iff y is 1.
+        # At this size the general path below finds the same k and charges nothing.
+        y, k = gmpy2.remove(x, base)
+        return mpz(k) if y == 1 else None
     if not (is_exact(x) and is_exact(base)):
         return None
     if x == 1:
@@ -226,7 +225,11 @@ def _logarithm(name: str, fixed_base: mpz | None) -> Impl:
         if type(x) is not mpc and sign(x) == 0:
             raise Fault(CalcDomainError, f"{name} of zero is undefined", 0)
         if base is not None:
-            if type(base) is mpc or sign(base) <= 0 or compare(base, 1) == 0:
+            if type(base) is mpz:
+                bad = base <= 1
+            else:
+                bad = type(base) is mpc or sign(base) <= 0 or compare(base, 1) == 0
+            if bad:
                 raise Fault(CalcDomainError, "logarithm base must be positive and not 1", 1)
             exact = _exact_log(x, base, led)
             if exact is not None:
@@ -400,31 +403,31 @@ def _factorial(args: list[Value], led: Ledger) -> Value:
 
 
 FUNCTIONS: Final[dict[str, FunctionSpec]] = {
-    "sqrt": FunctionSpec(1, 1, "sqrt(x)", _radians(_sqrt)),
-    "cbrt": FunctionSpec(1, 1, "cbrt(x)", _radians(_cbrt)),
-    "abs": FunctionSpec(1, 1, "abs(x)", _radians(_abs)),
-    "exp": FunctionSpec(1, 1, "exp(x)", _radians(_exp)),
-    "ln": FunctionSpec(1, 1, "ln(x)", _radians(_logarithm("ln", None))),
+    "sqrt": FunctionSpec(1, 1, "sqrt(x)", _sqrt),
+    "cbrt": FunctionSpec(1, 1, "cbrt(x)", _cbrt),
+    "abs": FunctionSpec(1, 1, "abs(x)", _abs),
+    "exp": FunctionSpec(1, 1, "exp(x)", _exp),
+    "ln": FunctionSpec(1, 1, "ln(x)", _logarithm("ln", None)),
     "log": FunctionSpec(
-        1, 2, "log(x) (base 10) or log(x, base)", _radians(_logarithm("log", mpz(10)))
+        1, 2, "log(x) (base 10) or log(x, base)", _logarithm("log", mpz(10))
     ),
-    "log2": FunctionSpec(1, 1, "log2(x)", _radians(_logarithm("log2", mpz(2)))),
-    "log10": FunctionSpec(1, 1, "log10(x)", _radians(_logarithm("log10", mpz(10)))),
+    "log2": FunctionSpec(1, 1, "log2(x)", _logarithm("log2", mpz(2))),
+    "log10": FunctionSpec(1, 1, "log10(x)", _logarithm("log10", mpz(10))),
     **{
-        name: FunctionSpec(1, 1, usage, impl if name in ("sin", "cos", "tan") else _radians(impl))
+        name: FunctionSpec(1, 1, usage, impl, radians=name not in ("sin", "cos", "tan"))
         for name, (usage, impl) in TRIG_FUNCTIONS.items()
     },
-    "atan2": FunctionSpec(2, 2, "atan2(y, x)", _radians(ATAN2)),
-    "floor": FunctionSpec(1, 1, "floor(x)", _radians(_rounding("floor"))),
-    "ceil": FunctionSpec(1, 1, "ceil(x)", _radians(_rounding("ceil"))),
-    "trunc": FunctionSpec(1, 1, "trunc(x)", _radians(_rounding("trunc"))),
-    "round": FunctionSpec(1, 2, "round(x) or round(x, digits)", _radians(_round)),
-    "min": FunctionSpec(1, _VARIADIC, "min(a, b, ...)", _radians(_min)),
-    "max": FunctionSpec(1, _VARIADIC, "max(a, b, ...)", _radians(_max)),
-    "gcd": FunctionSpec(1, _VARIADIC, "gcd(a, b, ...)", _gcd),
-    "lcm": FunctionSpec(1, _VARIADIC, "lcm(a, b, ...)", _lcm),
-    "hypot": FunctionSpec(1, _VARIADIC, "hypot(x, y, ...)", _radians(_hypot)),
-    "factorial": FunctionSpec(1, 1, "factorial(n)", _factorial),
+    "atan2": FunctionSpec(2, 2, "atan2(y, x)", ATAN2),
+    "floor": FunctionSpec(1, 1, "floor(x)", _rounding("floor")),
+    "ceil": FunctionSpec(1, 1, "ceil(x)", _rounding("ceil")),
+    "trunc": FunctionSpec(1, 1, "trunc(x)", _rounding("trunc")),
+    "round": FunctionSpec(1, 2, "round(x) or round(x, digits)", _round),
+    "min": FunctionSpec(1, _VARIADIC, "min(a, b, ...)", _min),
+    "max": FunctionSpec(1, _VARIADIC, "max(a, b, ...)", _max),
+    "gcd": FunctionSpec(1, _VARIADIC, "gcd(a, b, ...)", _gcd, radians=False),
+    "lcm": FunctionSpec(1, _VARIADIC, "lcm(a, b, ...)", _lcm, radians=False),
+    "hypot": FunctionSpec(1, _VARIADIC, "hypot(x, y, ...)", _hypot),
+    "factorial": FunctionSpec(1, 1, "factorial(n)", _factorial, radians=False),
 }
 
 CONSTANTS: Final[dict[str, Value]] = {"pi": PI, "e": E, "tau": TAU, "i": IMAGINARY_UNIT}

@@ -4,25 +4,27 @@ Precedence, high to low: parentheses and calls; postfix ``!`` and ``°``; ``^`` 
 associative, its right operand may carry a sign) and prefix ``√``; unary ``+ -``; ``* / // %``;
 ``+ -``.
 
-Strategy: the grammar exists once, here, and says what it found through an `Actions` object:
-`app.calculator.tree.TreeBuilder` builds the syntax tree (``parse()``), and
-`app.calculator.evaluator.Evaluator` computes the value as it goes (``evaluate()``), so no tree
-is built to be walked once and thrown away. Each action gets the token span of what it combines,
-for error positions. Every recursive call goes through `_expr`, which counts depth explicitly,
-so nesting beyond MAX_DEPTH is a LimitError long before Python's recursion limit. Names are
-resolved while parsing: unknown names and wrong argument counts are syntax errors.
+Strategy: the grammar exists once, here, and says what it found through its actions, methods
+that a subclass defines: `app.calculator.tree.TreeBuilder` builds the syntax tree
+(``parse()``), and `app.calculator.evaluator.Evaluator` computes the value as it goes
+(``evaluate()``), so no tree is built to be walked once and thrown away. Each action gets the
+token span of what it combines, for error positions. Every recursive call goes through `_expr`,
+which counts depth explicitly (the peepholes that skip it check the depth it would), so nesting
+beyond MAX_DEPTH is a LimitError long before Python's recursion limit. Names are resolved while
+parsing: unknown names and wrong argument counts are syntax errors.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, TypeVar
 
+from app.calculator.cost import Ledger
 from app.calculator.errors import CalcError, CalcSyntaxError, LimitError, UnknownNameError
 from app.calculator.functions import CONSTANTS, FUNCTIONS
 from app.calculator.tokens import CANON, NAME_START, NUMBER_START, classify, spans
 
-__all__ = ["MAX_DEPTH", "Actions", "Parser"]
+__all__ = ["MAX_DEPTH", "Parser"]
 
 # 256 levels: Python's own parser allows ~200 nested parentheses; each level costs one Python
 # frame in the parser, well inside the default recursion limit of 1000.
@@ -53,44 +55,63 @@ _KNOWN_NAMES: Final = sorted([*FUNCTIONS, *CONSTANTS])
 T = TypeVar("T")
 
 
-class Actions(Protocol[T]):
-    """What the parser calls as it recognises each construct, in evaluation order.
+class Parser(Ledger, Generic[T]):
+    """The grammar: parses one text, calling its actions; ``parse()`` returns what the last
+    action returned.
 
-    Spans are token indices, end exclusive; ``starts[k]``/``ends[k]`` those of argument k.
-    ``extends`` is True when ``binary`` continues a run of the same precedence (``a + b - c``).
+    The actions (``number`` ... ``group``, below) are what a subclass computes as the parser
+    recognises each construct, in evaluation order: `app.calculator.evaluator.Evaluator` values,
+    `app.calculator.tree.TreeBuilder` nodes. Spans are token indices, end exclusive;
+    ``starts[k]``/``ends[k]`` those of argument k; ``extends`` is True when ``binary``
+    continues a run of the same precedence (``a + b - c``). ``locate()`` maps a token span to
+    (character position, length) for error messages.
+
+    Strategy: the parser is a base class rather than an object that holds its actions, and it
+    is the `Ledger` its actions charge, so one object per evaluation does the parsing, the
+    computing and the accounting, and an action is a method of ``self``.
     """
 
-    def number(self, tok: str, at: int) -> T: ...
-    def integer(self, tok: str, at: int) -> T: ...  # a literal of ASCII digits only
-    def constant(self, name: str, tok: str, at: int) -> T: ...
+    __slots__ = ("n", "spans", "text", "toks")
+
+    def __init__(self, text: str, toks: list[str], budget: int | None, work_budget: int) -> None:
+        super().__init__(budget, work_budget)
+        self.text = text
+        self.toks = toks
+        self.n = len(toks)
+        self.spans: list[tuple[int, int]] | None = None
+
+    # -- the actions ----------------------------------------------------------------------------
+    def number(self, tok: str, at: int) -> T:
+        raise NotImplementedError
+
+    def integer(self, tok: str, at: int) -> T:  # a literal of ASCII digits only
+        raise NotImplementedError
+
+    def constant(self, name: str, tok: str, at: int) -> T:
+        raise NotImplementedError
+
     def call(
         self, name: str, tok: str, args: list[T], starts: list[int], ends: list[int],
         start: int, end: int,
-    ) -> T: ...  # fmt: skip
-    def unary(self, op: str, operand: T, start: int) -> T: ...
+    ) -> T:  # fmt: skip
+        raise NotImplementedError
+
+    def unary(self, op: str, operand: T, start: int) -> T:
+        raise NotImplementedError
+
     def binary(
         self, op: str, left: T, right: T, start: int, right_start: int, end: int, extends: bool
-    ) -> T: ...
-    def power(self, op: str, base: T, exponent: T, start: int, end: int) -> T: ...
-    def postfix(self, op: str, operand: T, start: int, end: int) -> T: ...
-    def group(self, inner: T, start: int, end: int) -> T: ...
+    ) -> T:
+        raise NotImplementedError
 
+    def power(self, op: str, base: T, exponent: T, start: int, end: int) -> T:
+        raise NotImplementedError
 
-class Parser(Generic[T]):
-    """Parses one text, calling ``actions``; ``parse()`` returns what the last action returned.
+    def postfix(self, op: str, operand: T, start: int, end: int) -> T:
+        raise NotImplementedError
 
-    ``locate()`` maps a token span to (character position, length) for error messages.
-    """
-
-    __slots__ = ("actions", "depth", "pos", "spans", "text", "toks")
-
-    def __init__(self, text: str, toks: list[str], actions: Actions[T]) -> None:
-        self.text = text
-        self.toks = toks
-        self.actions = actions
-        self.pos = 0
-        self.depth = -1  # the top level is depth 0; MAX_DEPTH nested levels are allowed
-        self.spans: list[tuple[int, int]] | None = None
+    def group(self, inner: T, start: int, end: int) -> T:
+        raise NotImplementedError
 
     # -- positions and errors ---------------------------------------------------------------
     def locate(self, start: int, end: int) -> tuple[int, int]:
@@ -113,9 +134,9 @@ class Parser(Generic[T]):
     def parse(self) -> T:
         if not self.toks:
             raise CalcSyntaxError("empty expression", len(self.text), 1)
-        item, start = self._expr(0)
-        if self.pos < len(self.toks):
-            raise self._unexpected(self.pos, start)
+        item, i = self._expr(0, 0, 0)  # the top level is depth 0; MAX_DEPTH nested are allowed
+        if i < self.n:
+            raise self._unexpected(i, 0)
         return item
 
     def _unexpected(self, index: int, left_start: int | None) -> CalcError:
@@ -141,18 +162,23 @@ class Parser(Generic[T]):
             return self.fail(CalcSyntaxError, f"unexpected character {tok!r}", index, index + 1)
         return self.fail(CalcSyntaxError, f"unexpected {tok!r}", index, index + 1)
 
-    def _expr(self, min_bp: int) -> tuple[T, int]:
-        """The expression at ``self.pos`` up to an operator binding no tighter than ``min_bp``:
-        what the actions made of it, and its first token."""
-        depth = self.depth + 1
+    # Strategy: the position and the depth travel as arguments and the position comes back
+    # with the value, (value, next index): locals and arguments are the cheapest state CPython
+    # has, and an operand's first token is the index its caller passed.
+    def _expr(self, i: int, min_bp: int, depth: int) -> tuple[T, int]:
+        """The expression at token ``i`` up to an operator binding no tighter than ``min_bp``:
+        what the actions made of it, and the index of the token after it."""
         if depth > MAX_DEPTH:
-            raise self._too_deep(self.pos - 1)  # the token that opened this level
-        self.depth = depth
-        left, start = self._prefix()
-        actions = self.actions
+            raise self._too_deep(i - 1)  # the token that opened this level
         toks = self.toks
-        n = len(toks)
-        i = self.pos
+        n = self.n
+        start = i
+        # The commonest operand, a plain integer, without the call to _prefix.
+        if i < n and (tok := toks[i]).isdigit() and tok.isascii():
+            left = self.integer(tok, i)
+            i += 1
+        else:
+            left, i = self._prefix(i, depth)
         chain_bp = 0  # the binding power of the run `left` is, 0 if none
         extra = 0  # postfix nesting adds tree depth without recursion
         while i < n:
@@ -167,16 +193,14 @@ class Parser(Generic[T]):
                 if depth + extra > MAX_DEPTH:
                     raise self._too_deep(i)
                 i += 1
-                left = actions.postfix(tok, left, start, i)
+                left = self.postfix(tok, left, start, i)
                 chain_bp = 0
                 continue
             j = i + 1
-            self.pos = j
             if bp == _POWER_BP:
-                exponent, _ = self._expr(_POWER_BP - 1)
-                left = actions.power(tok, left, exponent, start, self.pos)
+                exponent, i = self._expr(j, _POWER_BP - 1, depth + 1)
+                left = self.power(tok, left, exponent, start, i)
                 chain_bp = 0
-                i = self.pos
                 continue
             # The right operand. Most are plain integers that nothing after them binds into
             # (1+2*3's 1 and 3): they need no recursive call, the commonest step of parsing.
@@ -185,23 +209,30 @@ class Parser(Generic[T]):
                 and (operand := toks[j]).isdigit()
                 and operand.isascii()  # "²".isdigit() too: only ASCII digits are numbers
                 and (j + 1 == n or _LBP.get(toks[j + 1], 99) <= bp)
-            ):
-                right = actions.integer(operand, j)
+            ):  # _plain_integer(j, bp), inlined here where it counts most
+                right = self.integer(operand, j)
                 i = j + 1
             else:
-                right = self._expr(bp)[0]
-                i = self.pos
-            left = actions.binary(CANON[tok], left, right, start, j, i, chain_bp == bp)
+                right, i = self._expr(j, bp, depth + 1)
+            left = self.binary(CANON[tok], left, right, start, j, i, chain_bp == bp)
             chain_bp = bp
-        self.pos = i
-        self.depth = depth - 1
-        return left, start
+        return left, i
 
-    def _prefix(self) -> tuple[T, int]:
-        """The operand that starts at ``self.pos``, and its first token."""
+    def _plain_integer(self, j: int, bp: int) -> bool:
+        """Whether token j is an integer literal that the token after it does not bind into
+        tighter than ``bp``: then it is the whole operand, and no call to _expr is needed."""
         toks = self.toks
-        i = self.pos
-        if i >= len(toks):
+        return (
+            j < self.n
+            and (tok := toks[j]).isdigit()
+            and tok.isascii()
+            and (j + 1 == self.n or _LBP.get(toks[j + 1], 99) <= bp)
+        )
+
+    def _prefix(self, i: int, depth: int) -> tuple[T, int]:
+        """The operand that starts at token ``i`` (at nesting ``depth``), and the index after."""
+        toks = self.toks
+        if i >= self.n:
             raise CalcSyntaxError(
                 "unexpected end of expression — expected a number, a name or '('",
                 len(self.text),
@@ -212,36 +243,33 @@ class Parser(Generic[T]):
         if kind is None:
             first = tok[0]
             if first in NUMBER_START and tok != ".":
-                self.pos = i + 1
-                return self.actions.number(tok, i), i
+                return self.number(tok, i), i + 1
             if first in NAME_START:
-                return self._name(tok, i), i
+                return self._name(tok, i, depth)
             raise self.fail(CalcSyntaxError, f"unexpected character {tok!r}", i, i + 1)
         if kind == _P_OPEN:
-            self.pos = i + 1
-            inner, _ = self._expr(0)
-            j = self.pos
-            if j >= len(toks) or toks[j] != ")":
-                if j < len(toks):  # only ',' can stop an expression inside parentheses here
+            inner, j = self._expr(i + 1, 0, depth + 1)
+            if j >= self.n or toks[j] != ")":
+                if j < self.n:  # only ',' can stop an expression inside parentheses here
                     raise self.fail(CalcSyntaxError, "unexpected ','", j, j + 1)
                 raise CalcSyntaxError(
                     f"missing ')' to close the '(' at position {self.locate(i, j)[0]}",
                     len(self.text),
                     1,
                 )
-            self.pos = j + 1
-            return self.actions.group(inner, i, j + 1), i
+            return self.group(inner, i, j + 1), j + 1
         if kind == _P_SIGN:
-            self.pos = i + 1
-            operand, _ = self._expr(_UNARY_BP)
-            return self.actions.unary(CANON[tok], operand, i), i
+            j = i + 1
+            # -42: the operand without a call to _expr (at the depth _expr would allow it).
+            if depth < MAX_DEPTH and self._plain_integer(j, _UNARY_BP):
+                return self.unary(CANON[tok], self.integer(toks[j], j), i), j + 1
+            operand, j = self._expr(j, _UNARY_BP, depth + 1)
+            return self.unary(CANON[tok], operand, i), j
         if kind == _P_ROOT:
-            self.pos = i + 1
-            operand, _ = self._expr(_POWER_BP)
-            return self.actions.call("sqrt", "√", [operand], [i + 1], [self.pos], i, self.pos), i
+            operand, j = self._expr(i + 1, _POWER_BP, depth + 1)
+            return self.call("sqrt", "√", [operand], [i + 1], [j], i, j), j
         if kind == _P_PI:
-            self.pos = i + 1
-            return self.actions.constant("pi", tok, i), i
+            return self.constant("pi", tok, i), i + 1
         if tok == ")" and i > 0 and toks[i - 1] == "(":
             raise self.fail(CalcSyntaxError, "empty parentheses", i - 1, i + 1)
         what = "an expression" if tok == ")" else "an operand"
@@ -255,10 +283,11 @@ class Parser(Generic[T]):
             index + 1,
         )
 
-    def _name(self, tok: str, i: int) -> T:
+    def _name(self, tok: str, i: int, depth: int) -> tuple[T, int]:
         name = tok.lower()
         toks = self.toks
-        is_call = i + 1 < len(toks) and toks[i + 1] == "("
+        n = self.n
+        is_call = i + 1 < n and toks[i + 1] == "("
         if name in CONSTANTS:
             if is_call:
                 raise self.fail(
@@ -267,8 +296,7 @@ class Parser(Generic[T]):
                     i,
                     i + 2,
                 )
-            self.pos = i + 1
-            return self.actions.constant(name, tok, i)
+            return self.constant(name, tok, i), i + 1
         spec = FUNCTIONS.get(name)
         if spec is None:
             close = difflib.get_close_matches(name, _KNOWN_NAMES, n=1, cutoff=0.6)
@@ -281,31 +309,42 @@ class Parser(Generic[T]):
                 i,
                 i + 1,
             )
-        self.pos = i + 2
+        j = i + 2
         args: list[T] = []
         starts: list[int] = []
         ends: list[int] = []
-        if self.pos < len(toks) and toks[self.pos] == ")":
-            self.pos += 1
+        if j < n and toks[j] == ")":
+            j += 1
         else:
             while True:
-                arg, arg_start = self._expr(0)
+                arg_start = j
+                if (
+                    depth < MAX_DEPTH
+                    and j + 1 < n
+                    and (tok_j := toks[j]).isdigit()
+                    and tok_j.isascii()
+                    and _LBP.get(toks[j + 1], 99) <= 0
+                ):  # sqrt(16): the argument without _expr (_plain_integer(j, 0), inlined)
+                    arg = self.integer(tok_j, j)
+                    j += 1
+                else:
+                    arg, j = self._expr(j, 0, depth + 1)
                 args.append(arg)
                 starts.append(arg_start)
-                ends.append(self.pos)
-                if self.pos >= len(toks):
+                ends.append(j)
+                if j >= n:
                     raise CalcSyntaxError(f"missing ')' to close {tok}(", len(self.text), 1)
-                sep = toks[self.pos]
-                self.pos += 1
+                sep = toks[j]
+                j += 1
                 if sep == ")":
                     break
                 if sep != ",":
-                    raise self._unexpected(self.pos - 1, arg_start)
+                    raise self._unexpected(j - 1, arg_start)
         if not spec.min_args <= len(args) <= spec.max_args:
             raise self.fail(
                 CalcSyntaxError,
                 f"{name}() takes {spec.arity_text}, got {len(args)}: {spec.usage}",
                 i,
-                self.pos,
+                j,
             )
-        return self.actions.call(name, tok, args, starts, ends, i, self.pos)
+        return self.call(name, tok, args, starts, ends, i, j), j

@@ -6,12 +6,12 @@ walk them: `app.calculator.evaluator.Evaluator` computes values as the parser go
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
-from app.calculator.cost import Ledger
+from app.calculator.cost import WORK_BUDGET
 from app.calculator.errors import Fault
 from app.calculator.numbers import Value
+from app.calculator.parser import Parser
 from app.calculator.tokens import parse_number
 
 __all__ = [
@@ -131,22 +131,21 @@ class Degree(Node):
         self.operand = operand
 
 
-class TreeBuilder:
-    """The parser's actions for ``parse()``: build the tree.
+class TreeBuilder(Parser[Node]):
+    """Parses one text into its syntax tree, for ``parse()``.
 
-    Literals are valued (and checked against the range limits) as in evaluation. ``locate`` is
-    the parser's token-span-to-text mapping, set once the parser exists.
+    Literals are valued (and checked against the range limits) as in evaluation, and charged to
+    the builder's ledger, which has no budget.
     """
 
-    __slots__ = ("ledger", "locate")
+    __slots__ = ()
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.locate: Callable[[int, int], tuple[int, int]] = lambda start, end: (0, 1)
+    def __init__(self, text: str, toks: list[str]) -> None:
+        super().__init__(text, toks, None, WORK_BUDGET)
 
     def number(self, tok: str, at: int) -> Node:
         try:
-            return Number(parse_number(tok, self.ledger), tok, at)
+            return Number(parse_number(tok, self), tok, at)
         except Fault as fault:
             raise fault.cls(fault.message, *self.locate(at, at + 1)) from None
 

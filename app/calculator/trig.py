@@ -99,8 +99,16 @@ def _from_degrees(deg: mpz | mpq, name: str, led: Ledger) -> mpfr:
 
 
 def _sine_like(name: str, zero_value: int) -> Impl:
+    fn = WORK.sin if name == "sin" else WORK.cos
+
     def impl(args: list[Value], led: Ledger) -> Value:
         x = args[0]
+        if type(x) is mpfr and x.is_regular():  # the commonest argument: sin(pi/6)
+            mag = mag2(x)
+            if mag > TRIG_MAX_LOG2:
+                raise _too_large(name)
+            led.charge(transcendental_units(PRECISION_BITS + max(0, mag)))
+            return snap(fn(x), mag)  # sin(pi): the true value may be 0; noise is not meaningful
         if type(x) is Degrees:
             shifted = x.deg if name == "sin" else x.deg + 90
             exact = _sin_degrees(shifted)
