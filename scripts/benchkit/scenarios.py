@@ -161,7 +161,7 @@ def load_phase(
 
 
 def describe_load(name: str, kind: str, conns: int, r: dict[str, Any]) -> str:
-    if "error" in r and "rps" not in r:
+    if "error" in r and r.get("rps") is None:  # a failed run may carry its keys, unset
         return f"{kind.upper():4} x{conns:<4} {name:12} ERROR {r['error']}"
     errors = f"  errors {r['error_total']:,}" if r["error_total"] else ""
     return (
