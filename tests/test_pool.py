@@ -94,6 +94,29 @@ def test_a_job_past_the_time_limit_is_killed_and_its_worker_replaced() -> None:
         pool.close()
 
 
+def test_a_stuck_worker_is_killed_by_the_wall_clock_backstop() -> None:
+    """A worker that uses no CPU (stopped, or stuck in the kernel) never trips its CPU timer:
+    the pool's wall-clock backstop (BACKSTOP_MIN, 2 s here) kills it and answers the job."""
+    pool = CalcPool(1, timeout=0.01)
+    pool.start()
+    try:
+        wait_ready(pool)
+        (worker,) = pool.workers
+        os.kill(worker, signal.SIGSTOP)
+        started = time.monotonic()
+        ticket = pool.submit("a", Job(COSTLY))
+        assert isinstance(ticket, Ticket)
+        result = ticket.wait(WAIT)
+        waited = time.monotonic() - started
+        assert isinstance(result, Stopped) and result.reason == "timeout", result
+        assert 1.9 <= waited < WAIT, waited
+        assert not _alive(worker)
+        wait_ready(pool)
+        assert outcome(pool, "a", CHEAP) == evaluate(CHEAP)  # replaced, and serving
+    finally:
+        pool.close()
+
+
 def test_a_worker_killed_from_outside_costs_only_its_own_job(pool: CalcPool) -> None:
     # Both workers are stopped (SIGSTOP), so the victim's job is certainly still unanswered on
     # its worker when that worker is killed; the other worker is then let go.
