@@ -243,8 +243,8 @@ class _Worker:
 class CalcPool:
     """A fixed number of calculation worker processes with per-client fair queues.
 
-    For drivers: `start()`, `submit(client, job, notify)`, `busy_with(client)`,
-    `has_room(client)`, `close()`.
+    For drivers: `start()`, `submit(client, job, notify)`, `has_room(client)`,
+    `wait_for_room(client, timeout)` (thread models), `close()`; `busy_with(client)` for tests.
     `observer` receives the pool's metrics.
     """
 
@@ -293,7 +293,7 @@ class CalcPool:
         self._thread.start()
 
     def busy_with(self, client: Hashable) -> bool:
-        """True while `client` has a job queued or running (its next one skips the inline try)."""
+        """True while `client` has a job queued or running (for tests and operators)."""
         return client in self._clients
 
     def has_room(self, client: Hashable) -> bool:
