@@ -51,10 +51,10 @@ if _SCRIPTS not in sys.path:  # loaded by path (runpy, importlib), not run as a 
     sys.path.insert(0, _SCRIPTS)
 
 from benchkit.cli import main  # noqa: E402  (after the path set-up: scripts/ is not a package)
-from benchkit.load import check_corpus  # noqa: E402
+from benchkit.load import CORPUS_CANDIDATES, check_corpus  # noqa: E402
 
 # scripts/bench_ops.py loads this file and takes the POST corpus from it.
-__all__ = ["check_corpus", "main"]
+__all__ = ["CORPUS_CANDIDATES", "check_corpus", "main"]  # for bench_calculator, bench_ops
 
 if __name__ == "__main__":
     sys.exit(main())

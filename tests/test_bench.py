@@ -277,3 +277,16 @@ def test_ctrl_c_stops_every_child_and_writes_nothing(tmp_path: Path) -> None:
     assert b"interrupted" in output + rest
     assert_children_gone(children)
     assert not (out / "results.json").exists()
+
+
+def test_calculator_bench_over_the_server_corpus_runs_and_reports_a_cost(tmp_path: Path) -> None:
+    """scripts/bench_calculator.py --server-corpus takes its corpus from bench.py (it broke
+    once when bench.py became a package): it runs, and reports a positive cost per evaluation."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_calculator.py"), "--server-corpus",
+         "--runs", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(li for li in proc.stdout.splitlines() if " all " in li and "µs/eval" in li)
+    assert float(line.split("all")[1].split("µs")[0]) > 0
