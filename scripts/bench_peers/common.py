@@ -1,4 +1,4 @@
-"""What every peer server shares: the listening line, its arguments and the exit signals."""
+"""What every peer shares: the listening line, its arguments, the exit signals, the event loop."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as `python scripts/bench_peers/NAME.py`
@@ -49,3 +50,15 @@ def parse_args(description: str) -> tuple[str, int]:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     return str(args.host), int(args.port)
+
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is installed (a faster client), else the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -26,12 +26,12 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
-T = TypeVar("T")
+from common import run
+
 BATCH = 128  # connections opening at once: well under every server's listen backlog
 MAX_HEAD = 64 * 1024  # a response head bigger than this is not one of ours
 FORM = "application/x-www-form-urlencoded"
@@ -206,15 +206,6 @@ async def main(args: argparse.Namespace) -> None:
         task.cancel()
         attacker.counts.unanswered["stuck"] += 1
     report("done", open=attacker.opened, **attacker.counts.snapshot())
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """uvloop when installed (a faster client), else the standard loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def parse_args() -> argparse.Namespace:

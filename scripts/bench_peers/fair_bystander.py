@@ -28,12 +28,12 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
-T = TypeVar("T")
+from common import run
+
 MAX_HEAD = 64 * 1024
 
 
@@ -174,15 +174,6 @@ async def main(args: argparse.Namespace) -> None:
     summary = {"seconds": round(time.monotonic() - started, 3), "cheap": cheap.summary(),
                "costly": costly.summary()}
     print("BENCH_JSON " + json.dumps(summary), flush=True)
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """uvloop when installed, else the standard loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def parse_args() -> argparse.Namespace:
