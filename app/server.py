@@ -365,7 +365,7 @@ class _Server:
         be refused again, each time one place frees.
         """
         pool = self.pool
-        if pool is None or pool.has_room(host):
+        if pool is None or timeout <= 0 or pool.has_room(host):
             return
         loop = self.loop
         waiter: asyncio.Future[None] = loop.create_future()
@@ -919,7 +919,10 @@ class _Client:
         assert self.penalty is not None
         host, retry_after = self.penalty
         self.penalty = None
-        await self.server.room_for(host, retry_after)
+        # At most half the time left to the connection's deadline: a request already waiting in
+        # the kernel's buffer is read before a keep-alive timeout could close the connection.
+        left = self.deadline - self.server.loop.time()
+        await self.server.room_for(host, min(retry_after, left / 2))
 
     def _on_read_interrupted(self, why: _Interrupt) -> bool:
         """A timeout or shutdown while waiting for input; True when the connection lingers."""

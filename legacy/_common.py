@@ -441,8 +441,10 @@ def serve_blocking(sock: socket.socket, session: Session) -> None:
                 # Answered 429: the next request waits for room (see app/server.py's
                 # _wait_for_room), so a client re-asking at once on many connections does not
                 # have this thread refuse it in a loop, holding the GIL the pool's thread needs.
+                # At most half the time to the deadline: a request already sent is read before
+                # a keep-alive timeout could close the connection.
                 retry_after, session.penalty = session.penalty, None
-                until = time.monotonic() + min(retry_after, remaining)
+                until = time.monotonic() + min(retry_after, remaining / 2)
                 while not session.stopping:  # a stop is noticed within ROOM_POLL
                     left = until - time.monotonic()
                     if left <= 0 or session.pool.wait_for_room(session.client,

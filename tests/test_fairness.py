@@ -264,6 +264,32 @@ def test_a_refused_connections_next_request_is_read_once_its_client_has_room(mod
         check_clean(server)
 
 
+@pytest.mark.parametrize("mode", ["asyncio", "threaded", "socketserver"])
+def test_a_refused_connection_waiting_for_room_never_loses_its_next_request(mode: str) -> None:
+    """The wait after a 429 stays inside the keep-alive timeout (here 1 s, as long as the
+    Retry-After): the request already sent is read and answered, never closed unanswered."""
+    with running_server(mode, "--calc-workers", "1", "--calc-client-queue", "1",
+                        "--keepalive-timeout", "1") as server:
+        assert ask(server, post(COSTLY)).status == 200
+        (worker,) = pool_workers(server)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            held, refused = connect(server), connect(server)
+            held.sendall(post(COSTLY))
+            time.sleep(0.1)
+            buffer = bytearray()
+            for _ in range(3):  # each refused, each answered
+                refused.sendall(post(COSTLY))
+                answer = read_response(refused, buffer)
+                assert answer.status == 429 and answer.header("retry-after") == "1"
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        assert read_response(held, bytearray()).status == 200
+        held.close()
+        refused.close()
+        check_clean(server)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_the_time_limit_kills_the_worker_and_answers_422(mode: str) -> None:
     """An input that beats the work estimates (here: a costly one, with a 1 ms limit) is cut
