@@ -214,8 +214,10 @@ class Session:
     With a `pool`, a costly calculation goes there as the `client`'s: `computing` is its ticket
     until the driver calls `resume()` once the ticket is done (a thread blocks on
     `computing.wait()`; an event loop passes `notify`, which the pool calls from its thread).
-    After a 429, `penalty` is its Retry-After: the thread models wait that long, or until the
-    client has room in the pool, before they read the connection's next request.
+    After a 429 the session is `parked` until `parked_until` (its Retry-After, at most half the
+    keep-alive timeout, so a request already sent is read before the connection could time
+    out), or until its client has room in the pool: `wants_input` is False meanwhile, and the
+    drivers read nothing more from it (see app/server.py's `_wait_for_room` for why).
     """
 
     def __init__(
@@ -234,7 +236,7 @@ class Session:
         self.notify = notify
         self.computing: Ticket | None = None
         self._deferred: tuple[Request, Deferred] | None = None
-        self.penalty: int | None = None
+        self.parked_until: float | None = None
         self.out = bytearray()
         self.done = False  # no more requests: close once `out` is flushed
         self.aborted = False  # drop the output and reset (peer reset us, or stopped reading)
@@ -247,7 +249,33 @@ class Session:
     @property
     def wants_input(self) -> bool:
         return (not (self.done or self.eof) and len(self.out) < HIGH_WATER
-                and self.computing is None)
+                and self.computing is None and not self.parked)
+
+    @property
+    def parked(self) -> bool:
+        """Answered 429 and still waiting: before `parked_until` (the driver ends it sooner,
+        with `unpark`, when its client has room in the pool)."""
+        until = self.parked_until
+        if until is None:
+            return False
+        if time.monotonic() < until and not self.stopping:
+            return True
+        self.parked_until = None
+        return False
+
+    def unpark(self) -> None:
+        self.parked_until = None
+
+    def release_if_room(self, released: set[str]) -> None:
+        """Event loops, once a turn: a parked session reads again if its client has room, one
+        per client per turn (`released` holds the clients let go this turn), so a client's
+        hundreds of refused connections do not all read, and all be refused again, each time
+        one place frees."""
+        pool = self.pool
+        if (self.parked and pool is not None and self.client not in released
+                and pool.has_room(self.client)):
+            self.parked_until = None
+            released.add(self.client)
 
     @property
     def idle(self) -> bool:
@@ -358,7 +386,8 @@ class Session:
                         self.computing, self._deferred = ticket, (request, answer)
                         return None
                     if ticket.reason == CLIENT_SHARE:
-                        self.penalty = ticket.retry_after
+                        self.parked_until = time.monotonic() + min(
+                            ticket.retry_after, self.timeouts.keepalive / 2)
                     answer = answer.render(ticket)
                 response = answer
         except Exception:
@@ -437,19 +466,13 @@ def serve_blocking(sock: socket.socket, session: Session) -> None:
             if remaining <= 0:
                 session.expire()
                 continue
-            if session.penalty is not None and session.pool is not None:
-                # Answered 429: the next request waits for room (see app/server.py's
-                # _wait_for_room), so a client re-asking at once on many connections does not
-                # have this thread refuse it in a loop, holding the GIL the pool's thread needs.
-                # At most half the time to the deadline: a request already sent is read before
-                # a keep-alive timeout could close the connection.
-                retry_after, session.penalty = session.penalty, None
-                until = time.monotonic() + min(retry_after, remaining / 2)
-                while not session.stopping:  # a stop is noticed within ROOM_POLL
-                    left = until - time.monotonic()
-                    if left <= 0 or session.pool.wait_for_room(session.client,
-                                                               min(left, ROOM_POLL)):
-                        break
+            if session.parked and session.parked_until is not None and session.pool is not None:
+                # Answered 429: the next request waits for room, so a client re-asking at once
+                # on many connections does not have this thread refuse it in a loop, holding
+                # the GIL the pool's thread needs. A stop is noticed within ROOM_POLL.
+                left = session.parked_until - time.monotonic()
+                if session.pool.wait_for_room(session.client, max(0.0, min(left, ROOM_POLL))):
+                    session.unpark()
                 continue
             sock.settimeout(remaining)
             try:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import select
 import socket
 import time
@@ -168,13 +169,23 @@ def serve(
             continue
 
         now = time.monotonic()
-        readers = [wake.reader, done.reader] + [
-            s for s, session in sessions.items() if session.wants_input]
+        readers = [wake.reader, done.reader]
+        unpark_at = math.inf  # the first session parked after a 429 to read again
+        released: set[str] = set()
+        for s, session in sessions.items():
+            if session.parked_until is not None:
+                session.release_if_room(released)
+            if session.wants_input:
+                readers.append(s)
+            elif session.parked_until is not None:  # room for it wakes us anyway: `done`
+                unpark_at = min(unpark_at, session.parked_until)
         if stop_by is None and now >= accept_after:
             readers.append(listener)
         writers = [s for s, session in sessions.items() if session.out]
         # Sleep until a socket is ready or the next deadline check, whichever comes first.
         wake_at = [next_sweep] if sessions else []
+        if unpark_at < math.inf:
+            wake_at.append(unpark_at)
         wake_at += [t for t in (accept_after, stop_by) if t is not None and t > now]
         timeout = max(0.0, min(wake_at) - now) if wake_at else None
 

@@ -126,6 +126,8 @@ class Client:
         events = (selectors.EVENT_READ if self.session.wants_input else 0) | (
             selectors.EVENT_WRITE if self.session.out else 0
         )
+        if self.session.parked_until is not None and not self.closed:
+            self.server.parked.add(self)  # run() looks again when it may read
         if self.session.finished:
             self.close()
         elif events == self.events:
@@ -143,6 +145,7 @@ class Client:
         if self.events:
             self.server.selector.unregister(self.sock)
         self.server.clients.discard(self)
+        self.server.parked.discard(self)
         if self.session.aborted:
             close_abruptly(self.sock)
         else:
@@ -165,6 +168,8 @@ class Server:
         self.pool = pool
         self.selector = selectors.DefaultSelector()
         self.clients: set[Client] = set()
+        # Answered 429, reading nothing until room or `parked_until` (see Session.parked).
+        self.parked: set[Client] = set()
         self.wake = Wakeup()
         self.accept_after: float | None = None
         self.stop_by: float | None = None
@@ -229,9 +234,16 @@ class Server:
             # Sleep until a socket is ready or the next deadline check, whichever comes first.
             wake_at = [next_sweep] if self.clients else []
             wake_at += [t for t in (self.accept_after, self.stop_by) if t is not None]
+            wake_at += [t for c in self.parked if (t := c.session.parked_until) is not None]
             timeout = max(0.0, min(wake_at) - time.monotonic()) if wake_at else None
             for key, mask in self.selector.select(timeout):
                 key.data(mask)
+            released: set[str] = set()
+            for client in list(self.parked):  # room came (`done` woke us) or the time is up
+                client.session.release_if_room(released)
+                if not client.session.parked:
+                    self.parked.discard(client)
+                    client.update()
 
             now = time.monotonic()
             if self.accept_after is not None and now >= self.accept_after and not self.stop_by:

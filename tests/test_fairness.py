@@ -220,12 +220,11 @@ def test_a_client_over_its_share_gets_429_and_a_full_pool_503(mode: str) -> None
         check_clean(server)
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "threaded", "socketserver"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_refused_connections_next_request_is_read_once_its_client_has_room(mode: str) -> None:
-    """asyncio and the thread models: a connection answered 429 has its next request read when
-    its client has room in the pool again, or after the Retry-After it was told, so a client
-    that asks again at once on many connections does not keep the server busy refusing it.
-    Nobody else waits for it. (select and selectors refuse at once, every time.)"""
+    """A connection answered 429 has its next request read when its client has room in the
+    pool again, or after the Retry-After it was told, so a client that asks again at once on
+    many connections does not keep the server busy refusing it. Nobody else waits for it."""
     with running_server(mode, "--calc-workers", "1", "--calc-client-queue", "1") as server:
         assert ask(server, post(COSTLY)).status == 200  # the worker is up and ready
         (worker,) = pool_workers(server)
@@ -264,7 +263,7 @@ def test_a_refused_connections_next_request_is_read_once_its_client_has_room(mod
         check_clean(server)
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "threaded", "socketserver"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_refused_connection_waiting_for_room_never_loses_its_next_request(mode: str) -> None:
     """The wait after a 429 stays inside the keep-alive timeout (here 1 s, as long as the
     Retry-After): the request already sent is read and answered, never closed unanswered."""
