@@ -42,6 +42,7 @@ import threading
 import time
 
 from app.listen import ACCEPT_RETRY
+from app.pool import start_quiet_thread
 from legacy._common import (
     STOP_GRACE,
     Connections,
@@ -59,18 +60,29 @@ from legacy._common import (
 
 log = logging.getLogger("legacy.threaded")
 
+ACCEPT_POLL = 0.5  # seconds: the longest a stop signal can go unnoticed (socketserver's too)
+
 
 def serve_forever(listener: socket.socket, connections: Connections) -> None:
-    """Accept until `Stop`: one daemon thread per connection, each running `connections.serve`."""
+    """Accept until `Stop`: one daemon thread per connection, each running `connections.serve`.
+
+    accept() waits at most ACCEPT_POLL: a signal that lands just before the call starts (after
+    Python last looked for signals) would otherwise wait for the next client to be noticed.
+    """
+    listener.settimeout(ACCEPT_POLL)
     while True:
         try:
             sock, address = listener.accept()
+        except TimeoutError:
+            continue  # nobody came: Python has run any signal handler; wait again
         except OSError as err:  # out of descriptors or the like: keep serving the others
             accept_failed(err)
             time.sleep(ACCEPT_RETRY)
             continue
         # Daemon: a thread stuck past the stop grace cannot keep the process alive.
-        threading.Thread(target=connections.serve, args=(sock, address[0]), daemon=True).start()
+        # Signals stay with the main thread, whose accept() they interrupt (start_quiet_thread).
+        start_quiet_thread(
+            threading.Thread(target=connections.serve, args=(sock, address[0]), daemon=True))
 
 
 def main() -> None:
