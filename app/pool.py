@@ -75,7 +75,6 @@ __all__ = [
     "PoolObserver",
     "Ticket",
     "default_workers",
-    "start_quiet_thread",
 ]
 
 log = logging.getLogger("calcserve.pool")
@@ -241,25 +240,6 @@ class _Worker:
         self.charged = 0.0  # the estimate charged to its client's vtime at dispatch
 
 
-STOP_SIGNALS: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-
-
-def start_quiet_thread(thread: threading.Thread) -> None:
-    """Start `thread` with SIGINT, SIGTERM and SIGHUP blocked in it (it inherits the mask).
-
-    The kernel hands a process's signal to any thread that does not block it. Python runs the
-    handler in the main thread only, but a main thread asleep in a blocking call (a thread
-    server's accept()) is woken only if the signal interrupts *its* call: delivered to another
-    thread, the stop waits for the next connection. Blocked everywhere else, it always lands in
-    the main thread. (A thread started from the main thread only; the mask is put back.)
-    """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        thread.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 class CalcPool:
     """A fixed number of calculation worker processes with per-client fair queues.
 
@@ -310,7 +290,7 @@ class CalcPool:
 
     def start(self) -> None:
         """Start the dispatcher, which starts the workers (without waiting for them)."""
-        start_quiet_thread(self._thread)
+        self._thread.start()
 
     def busy_with(self, client: Hashable) -> bool:
         """True while `client` has a job queued or running (for tests and operators)."""

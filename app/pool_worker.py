@@ -71,9 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     _die_with_parent(int(args[0]) if args else os.getppid())
     limit = float(args[1]) if len(args) > 1 else 0.0
-    # Started from the pool's thread, which blocks the stop signals (app.pool.start_quiet_thread);
-    # a blocked mask survives exec: unblock them, so a SIGTERM from outside ends us as it should.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server; it stops us
     arm = hasattr(signal, "setitimer") and limit > 0  # else the pool's wall clock alone
     if arm:

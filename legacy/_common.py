@@ -274,7 +274,7 @@ class Session:
         pool = self.pool
         if (self.parked and pool is not None and self.client not in released
                 and pool.has_room(self.client)):
-            self.parked_until = None
+            self.unpark()
             released.add(self.client)
 
     @property

@@ -42,7 +42,6 @@ import threading
 import time
 
 from app.listen import ACCEPT_RETRY
-from app.pool import start_quiet_thread
 from legacy._common import (
     STOP_GRACE,
     Connections,
@@ -66,8 +65,10 @@ ACCEPT_POLL = 0.5  # seconds: the longest a stop signal can go unnoticed (socket
 def serve_forever(listener: socket.socket, connections: Connections) -> None:
     """Accept until `Stop`: one daemon thread per connection, each running `connections.serve`.
 
-    accept() waits at most ACCEPT_POLL: a signal that lands just before the call starts (after
-    Python last looked for signals) would otherwise wait for the next client to be noticed.
+    accept() waits at most ACCEPT_POLL. Python runs signal handlers in the main thread, between
+    bytecodes; a signal that lands just before the call starts (after Python last looked), or
+    in another thread (the kernel picks any), does not interrupt this accept(), and the stop
+    would wait for the next client.
     """
     listener.settimeout(ACCEPT_POLL)
     while True:
@@ -80,9 +81,7 @@ def serve_forever(listener: socket.socket, connections: Connections) -> None:
             time.sleep(ACCEPT_RETRY)
             continue
         # Daemon: a thread stuck past the stop grace cannot keep the process alive.
-        # Signals stay with the main thread, whose accept() they interrupt (start_quiet_thread).
-        start_quiet_thread(
-            threading.Thread(target=connections.serve, args=(sock, address[0]), daemon=True))
+        threading.Thread(target=connections.serve, args=(sock, address[0]), daemon=True).start()
 
 
 def main() -> None:
