@@ -7,6 +7,7 @@ the hostile table asserts what each input evaluates to or which error it raises.
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
@@ -624,6 +625,26 @@ def test_huge_floor_division_is_exact() -> None:
     assert len(result.display) == 9999
     assert result.display.startswith("142857142857")
     assert result.display.endswith(str(10**9999 // 7 % 10**12))
+
+
+@pytest.mark.parametrize(
+    "text", ["1/3", "2^100", "sqrt(-4)", "1/0", "sin(", "foo(2)", "10^10^10", "ln(0)"]
+)
+def test_outcomes_pickle_with_every_field(text: str) -> None:
+    # A pool worker sends its outcome back pickled: every field must arrive, compiled or not.
+    try:
+        outcome: object = evaluate(text)
+    except CalcError as error:
+        outcome = error
+    back = pickle.loads(pickle.dumps(outcome))
+    assert type(back) is type(outcome)
+    if isinstance(outcome, CalcError):
+        assert isinstance(back, CalcError)
+        assert back.to_json() == outcome.to_json()
+        assert str(back) == str(outcome)
+    else:
+        assert back == outcome
+        assert back.to_json() == outcome.to_json()  # type: ignore[attr-defined]
 
 
 def test_evaluate_rejects_non_text() -> None:

@@ -7,6 +7,8 @@ syntax-tree node that called the arithmetic turns it into a positioned `CalcErro
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "CalcDomainError",
     "CalcError",
@@ -27,7 +29,7 @@ class CalcError(Exception):
     and ``length`` (>= 1) the number of characters to underline.
     """
 
-    kind: str = "error"
+    kind: ClassVar[str] = "error"
 
     def __init__(self, message: str, position: int = 0, length: int = 1) -> None:
         super().__init__(message)
@@ -46,25 +48,31 @@ class CalcError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, {self.position}, {self.length})"
 
+    # Strategy for pickling (a worker process sends its outcome back pickled): each class says
+    # how it is rebuilt, from its own fields, so that compiled classes, which have no
+    # __dict__ for the default way to carry, pickle as plain Python ones do.
+    def __reduce__(self) -> tuple[type[CalcError], tuple[str, int, int]]:
+        return (type(self), (self.message, self.position, self.length))
+
 
 class CalcSyntaxError(CalcError):
-    kind = "syntax"
+    kind: ClassVar[str] = "syntax"
 
 
 class UnknownNameError(CalcError):
-    kind = "unknown_name"
+    kind: ClassVar[str] = "unknown_name"
 
 
 class CalcDomainError(CalcError):
-    kind = "domain"
+    kind: ClassVar[str] = "domain"
 
 
 class DivisionByZero(CalcError):
-    kind = "division_by_zero"
+    kind: ClassVar[str] = "division_by_zero"
 
 
 class LimitError(CalcError):
-    kind = "limit"
+    kind: ClassVar[str] = "limit"
 
 
 class OverBudget(Exception):
@@ -81,6 +89,9 @@ class OverBudget(Exception):
         self.spent = spent
         self.budget = budget
 
+    def __reduce__(self) -> tuple[type[OverBudget], tuple[int, int]]:
+        return (type(self), (self.spent, self.budget))
+
 
 class Fault(Exception):
     """Raised by the arithmetic; the syntax-tree node that called it adds the position.
@@ -93,6 +104,9 @@ class Fault(Exception):
         self.cls = cls
         self.message = message
         self.arg = arg
+
+    def __reduce__(self) -> tuple[type[Fault], tuple[type[CalcError], str, int | None]]:
+        return (type(self), (self.cls, self.message, self.arg))
 
 
 class Result:
@@ -143,6 +157,9 @@ class Result:
 
     def __hash__(self) -> int:
         return hash(self._key())
+
+    def __reduce__(self) -> tuple[type[Result], tuple[str, str, bool, str | None]]:
+        return (Result, self._key())
 
     def __repr__(self) -> str:
         return (

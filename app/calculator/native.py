@@ -29,14 +29,13 @@ __all__ = ["COMPILED_DIR", "IMPLEMENTATION", "MODULES", "source_digest"]
 _HERE: Final = Path(__file__).resolve().parent
 COMPILED_DIR: Final = _HERE / "_compiled"
 
-# The modules mypyc compiles. Not __init__ and not this module (they decide which code loads),
-# and not errors: its Result and CalcError cross process boundaries by pickle, which plain
-# Python classes do the standard way.
+# The modules mypyc compiles: all but __init__ and this module, which decide which code loads.
 MODULES: Final = (
     "api",
     "arithmetic",
     "cost",
     "display",
+    "errors",
     "evaluator",
     "functions",
     "numbers",
