@@ -75,7 +75,7 @@ import aiofiles.os
 
 from app import tls
 from app.accesslog import AccessLog
-from app.calculator import INLINE_BUDGET
+from app.calculator import IMPLEMENTATION, INLINE_BUDGET
 from app.config import Config
 from app.forwarded import UNIX_PEER, Client, ProxyTrust
 from app.forwarded import client as forwarded_client
@@ -1085,6 +1085,14 @@ def _make_pool(config: Config, metrics: Metrics) -> CalcPool | None:
     return pool
 
 
+def log_calculator() -> None:
+    """Which calculator runs: compiled (scripts/build_native.py) or its pure Python sources."""
+    if IMPLEMENTATION == "compiled":
+        log.info("calculator: compiled with mypyc")
+    else:
+        log.info("calculator: pure Python (scripts/build_native.py compiles it, ~1.9x faster)")
+
+
 # -- process entry ------------------------------------------------------------------------------
 
 
@@ -1178,6 +1186,7 @@ async def _main(config: Config) -> int:
 def run(config: Config, main: Callable[[Config], Coroutine[Any, Any, int]] = _main) -> int:
     """Run the server in this process until a signal stops it; returns the exit code."""
     configure_logging(config)
+    log_calculator()
     raise_fd_limit(config.max_connections)
     with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
         loop_name = type(runner.get_loop()).__module__.split(".")[0]

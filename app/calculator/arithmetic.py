@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Final
 
 import gmpy2
-from gmpy2 import mpc, mpfr, mpq, mpz
+from gmpy2 import mpfr, mpq, mpz
 
 from app.calculator.cost import (
     COMPLEX_UNITS,
@@ -34,7 +34,11 @@ from app.calculator.cost import (
 from app.calculator.errors import CalcDomainError, DivisionByZero, Fault, LimitError
 from app.calculator.numbers import (
     MAX_EXACT_BITS,
+    MPC,
+    MPFR,
     MPFR_SAFE_EXP,
+    MPQ,
+    MPZ,
     PI,
     PRECISION_BITS,
     SNAP_BITS,
@@ -83,7 +87,7 @@ __all__ = [
 
 def exact_result(v: Exact, led: Ledger) -> Value:
     """Keep an exact result if it is within MAX_EXACT_BITS, else approximate it."""
-    if type(v) is mpq and v.denominator == 1:
+    if type(v) is MPQ and v.denominator == 1:
         v = v.numerator
     bits = exact_bits(v)
     if bits <= MAX_EXACT_BITS:
@@ -97,25 +101,25 @@ def _rational(op: Callable[[Value, Value], Value], a: Value, b: Value, led: Ledg
     it in lowest terms with gcds. Within the exact bound, or approximated."""
     if not (_small(a) and _small(b)):
         bits_a, bits_b = exact_bits(a), exact_bits(b)
-        if type(a) is mpz and type(b) is mpz:  # a quotient of integers: one gcd
+        if type(a) is MPZ and type(b) is MPZ:  # a quotient of integers: one gcd
             led.charge(RATIONAL_UNITS + gcd_units(min(bits_a, bits_b)))
         else:
             led.charge(rational_units(bits_a, bits_b))
         return exact_result(op(a, b), led)
     led.charge(RATIONAL_UNITS)
     result = op(a, b)
-    return result.numerator if type(result) is mpq and result.denominator == 1 else result
+    return result.numerator if type(result) is MPQ and result.denominator == 1 else result
 
 
 def _small(v: Exact) -> bool:
     """Whether an exact value has at most SMALL_BITS bits (exact_bits without the max)."""
-    if type(v) is mpz:
+    if type(v) is MPZ:
         return bool(v.bit_length() <= SMALL_BITS)
     return bool(v.numerator.bit_length() <= SMALL_BITS and v.denominator.bit_length() <= SMALL_BITS)
 
 
 def _quotient(a: Value, b: Value) -> Value:
-    return mpq(a, b) if type(a) is mpz and type(b) is mpz else mpq(a) / b
+    return MPQ(a, b) if type(a) is MPZ and type(b) is MPZ else MPQ(a) / b
 
 
 def plain_number(v: Value) -> Value:
@@ -125,7 +129,7 @@ def plain_number(v: Value) -> Value:
 
 def negate(v: Value) -> Value:
     t = type(v)
-    if t is mpz or t is mpq:
+    if t is MPZ or t is MPQ:
         return -v
     if t is Degrees:
         return Degrees(-v.deg)
@@ -137,14 +141,14 @@ def negate(v: Value) -> Value:
 # Strategy for the four operations: the commonest operand types are tested first (small
 # integers, then rationals, then plain reals), so that the everyday case costs a few type
 # checks; degree angles, complex values and Huge values take the general path after them.
-RATIONAL_TYPES: Final = frozenset({mpz, mpq})
-_PLAIN: Final = frozenset({mpz, mpq, mpfr})
+RATIONAL_TYPES: Final = frozenset({MPZ, MPQ})
+_PLAIN: Final = frozenset({MPZ, MPQ, MPFR})
 _get_exp: Final = gmpy2.get_exp
 
 
 def _mag(v: mpz | mpq | mpfr) -> int:
     """About log2|v| for a nonzero plain real (within 1)."""
-    if type(v) is mpfr:
+    if type(v) is MPFR:
         return int(_get_exp(v))
     return exact_mag2(v)
 
@@ -158,7 +162,7 @@ def _settled(r: mpfr) -> Value:
 
 def add(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
-    if ta is mpz and tb is mpz:
+    if ta is MPZ and tb is MPZ:
         if a.bit_length() <= SMALL_BITS and b.bit_length() <= SMALL_BITS:
             return a + b  # nothing to charge, nothing outgrows a bound
         bits = max(a.bit_length(), b.bit_length())
@@ -172,9 +176,9 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
             return r
         exp = _get_exp(r)
         noise = exp + SNAP_BITS  # an operand above 2^noise makes r noise: sqrt(2)^2 - 2
-        if (_get_exp(a) if ta is mpfr else _mag(a)) > noise:
+        if (_get_exp(a) if ta is MPFR else _mag(a)) > noise:
             return ZERO
-        if (_get_exp(b) if tb is mpfr else _mag(b)) > noise:
+        if (_get_exp(b) if tb is MPFR else _mag(b)) > noise:
             return ZERO
         if -MPFR_SAFE_EXP < exp < MPFR_SAFE_EXP and r.is_finite():
             return r
@@ -182,7 +186,7 @@ def add(a: Value, b: Value, led: Ledger) -> Value:
     if ta is Degrees and tb is Degrees:
         return Degrees(a.deg + b.deg)
     a, b = plain_number(a), plain_number(b)
-    if type(a) is mpc or type(b) is mpc:
+    if type(a) is MPC or type(b) is MPC:
         led.charge(COMPLEX_UNITS)
         x, y = to_mpc(a), to_mpc(b)
         ref = max((complex_mag(z) for z in (x, y) if z != 0), default=0)
@@ -206,8 +210,8 @@ def _add_parts(a: Value, b: Value) -> Value:
 
 def subtract(a: Value, b: Value, led: Ledger) -> Value:
     if (
-        type(a) is mpz
-        and type(b) is mpz
+        type(a) is MPZ
+        and type(b) is MPZ
         and a.bit_length() <= SMALL_BITS
         and b.bit_length() <= SMALL_BITS
     ):
@@ -217,7 +221,7 @@ def subtract(a: Value, b: Value, led: Ledger) -> Value:
 
 def multiply(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
-    if ta is mpz and tb is mpz:
+    if ta is MPZ and tb is MPZ:
         bits_a, bits_b = a.bit_length(), b.bit_length()
         if bits_a + bits_b > SMALL_BITS:
             led.charge(product_units(bits_a, bits_b))
@@ -232,7 +236,7 @@ def multiply(a: Value, b: Value, led: Ledger) -> Value:
     if tb is Degrees and ta in RATIONAL_TYPES:
         return Degrees(b.deg * a)
     a, b = plain_number(a), plain_number(b)
-    if type(a) is mpc or type(b) is mpc:
+    if type(a) is MPC or type(b) is MPC:
         led.charge(COMPLEX_UNITS)
         return tidy_complex(WORK.mul(to_mpc(a), to_mpc(b)))
     if type(a) is Huge or type(b) is Huge:
@@ -245,9 +249,9 @@ def divide(a: Value, b: Value, led: Ledger) -> Value:
     ta, tb = type(a), type(b)
     if (tb is Degrees and b.deg == 0) or b == 0:
         raise Fault(DivisionByZero, "division by zero")
-    if ta is mpz and tb is mpz and a.bit_length() <= SMALL_BITS and b.bit_length() <= SMALL_BITS:
+    if ta is MPZ and tb is MPZ and a.bit_length() <= SMALL_BITS and b.bit_length() <= SMALL_BITS:
         led.charge(RATIONAL_UNITS)  # what _rational charges, without its checks: 1/3, 100/7
-        q = mpq(a, b)
+        q = MPQ(a, b)
         return q.numerator if q.denominator == 1 else q
     if ta in RATIONAL_TYPES and tb in RATIONAL_TYPES:
         return _rational(_quotient, a, b, led)
@@ -258,7 +262,7 @@ def divide(a: Value, b: Value, led: Ledger) -> Value:
     if ta is Degrees and tb is Degrees:
         return exact_result(ratio(a.deg, b.deg), led)
     a, b = plain_number(a), plain_number(b)
-    if type(a) is mpc or type(b) is mpc:
+    if type(a) is MPC or type(b) is MPC:
         led.charge(COMPLEX_UNITS)
         return tidy_complex(WORK.div(to_mpc(a), to_mpc(b)))
     if type(a) is Huge or type(b) is Huge:
@@ -274,7 +278,7 @@ def _is_zero(v: Value) -> bool:
 
 
 def _real_only(v: Value, what: str) -> None:
-    if type(v) is mpc:
+    if type(v) is MPC:
         raise Fault(CalcDomainError, f"{what} is not defined for complex numbers")
 
 
@@ -323,17 +327,17 @@ def near_int(v: Value, what: str) -> mpz | None:
                 f"{what} of an approximate value this large is not known exactly "
                 "(its integer digits are beyond the working precision)",
             )
-        return mpz(0)
+        return MPZ(0)
     x = to_mpfr(v)
     if x.is_zero():
-        return mpz(0)
+        return MPZ(0)
     if mag2(x) > PRECISION_BITS - 40:
         raise Fault(
             LimitError,
             f"{what} of an approximate value this large is not known exactly "
             "(its integer digits are beyond the working precision)",
         )
-    n = mpz(WORK.rint_round(x))
+    n = MPZ(WORK.rint_round(x))
     diff = WORK.sub(x, n)
     if diff.is_zero() or mag2(diff) < max(mag2(x), 0) - SNAP_BITS:
         return n
@@ -342,15 +346,15 @@ def near_int(v: Value, what: str) -> mpz | None:
 
 def floor_value(v: Value, what: str) -> Value:
     """floor() of a real value; for approximations the integer part must be knowable."""
-    if type(v) is mpz:
+    if type(v) is MPZ:
         return v
-    if type(v) is mpq:
+    if type(v) is MPQ:
         return v.numerator // v.denominator
     _real_only(v, what)
     n = near_int(v, what)
     if n is not None:
         return n
-    return mpz(WORK.rint_floor(to_mpfr(v)))
+    return MPZ(WORK.rint_floor(to_mpfr(v)))
 
 
 def compare(a: Value, b: Value) -> int:
@@ -375,4 +379,4 @@ def degrees(v: Value, led: Ledger) -> Value:
     """The postfix degree sign: ``x°`` is x * pi / 180, kept exact for exact x."""
     if is_exact(v):
         return Degrees(v)
-    return divide(multiply(plain_number(v), PI, led), mpz(180), led)
+    return divide(multiply(plain_number(v), PI, led), MPZ(180), led)

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from gmpy2 import mpc, mpfr, mpq, mpz
+from gmpy2 import mpc, mpfr, mpz
 
 from app.calculator.cost import RATIONAL_UNITS, SMALL_BITS, Ledger, division_units
 from app.calculator.errors import Fault, LimitError, Result
 from app.calculator.numbers import (
     DISPLAY_DIGITS,
+    MPC,
+    MPFR,
+    MPQ,
+    MPZ,
     PRECISION_BITS,
     WORK,
     Degrees,
@@ -38,21 +42,21 @@ _PLAIN_MAX_EXP10: Final = DISPLAY_DIGITS - 1  # 1e40 is shown as 1e40
 
 def make_result(text: str, value: Value, led: Ledger) -> Result:
     t = type(value)
-    if t is mpz:
+    if t is MPZ:
         bits = value.bit_length()
         if bits > SMALL_BITS:
             led.charge(division_units(bits))
         return Result(text, str(value), True, None)
-    if t is mpfr:
+    if t is MPFR:
         return Result(text, _real(value), False, None)
-    if t is mpq:
+    if t is MPQ:
         num, den = value.numerator, value.denominator
         if num.bit_length() > SMALL_BITS or den.bit_length() > SMALL_BITS:
             led.charge(RATIONAL_UNITS + 3 * division_units(max(num.bit_length(), den.bit_length())))
         else:
             led.charge(RATIONAL_UNITS)  # division_units is 0 at this size
         return Result(text, _fraction(num, den), True, str(num) + "/" + str(den))
-    if t is mpc:
+    if t is MPC:
         led.charge(RATIONAL_UNITS)  # two parts to show
         return Result(text, _complex(value), False, None)
     if t is Huge:
@@ -89,7 +93,7 @@ def _huge(h: Huge) -> str:
     """m * 2^e in decimal: log10 = (e + log2|m|) * log10(2), split into exponent and digits."""
     wp = PRECISION_BITS + 20 + abs(h.exp).bit_length()
     ctx = context_for(wp)
-    log10 = ctx.mul(ctx.add(ctx.log2(ctx.abs(h.mant)), h.exp), ctx.log10(mpz(2)))
+    log10 = ctx.mul(ctx.add(ctx.log2(ctx.abs(h.mant)), h.exp), ctx.log10(MPZ(2)))
     exp10 = int(ctx.rint_floor(log10))
     lead = WORK.plus(ctx.exp10(ctx.sub(log10, exp10)))  # in [1, 10)
     digits, exp, _ = lead.digits(10, DISPLAY_DIGITS)
@@ -122,7 +126,7 @@ def _fraction(num: mpz, den: mpz) -> str:
     e = int(p.num_digits(10) - den.num_digits(10)) - 2  # floor(log10(p/q)) - (0 to 3)
     shift = DISPLAY_DIGITS - e
     if shift >= 0:
-        n = p * (_POW10[shift] if shift < _CACHED_POWERS else mpz(10) ** shift) // den
+        n = p * (_POW10[shift] if shift < _CACHED_POWERS else MPZ(10) ** shift) // den
     else:
         n = p // (den * _pow10(-shift))
     digits = str(n)
@@ -139,8 +143,8 @@ def _fraction(num: mpz, den: mpz) -> str:
 
 
 _CACHED_POWERS: Final = 128
-_POW10: Final = tuple(mpz(10) ** k for k in range(_CACHED_POWERS))
+_POW10: Final = tuple(MPZ(10) ** k for k in range(_CACHED_POWERS))
 
 
 def _pow10(k: int) -> mpz:
-    return _POW10[k] if k < len(_POW10) else mpz(10) ** k
+    return _POW10[k] if k < len(_POW10) else MPZ(10) ** k

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from gmpy2 import mpz
-
 from app.calculator.arithmetic import BINARY, degrees, negate, plain_number
 from app.calculator.cost import CALL_UNITS, WORK_BUDGET
 from app.calculator.errors import CalcError, DivisionByZero, Fault
 from app.calculator.functions import CONSTANTS, FUNCTIONS
-from app.calculator.numbers import Degrees, Value
+from app.calculator.numbers import MPZ, Degrees, Value
 from app.calculator.parser import Parser
 from app.calculator.powers import factorial, power
 from app.calculator.tokens import parse_number
@@ -31,7 +29,7 @@ _FAILED: Final = None
 _SHORT_INTEGER: Final = 300
 # The integer literals people type most, spelled as they are typed (no leading zeros): a fixed
 # table, built once.
-_SMALL_INTEGERS: Final = {str(k): mpz(k) for k in range(1000)}
+_SMALL_INTEGERS: Final = {str(k): MPZ(k) for k in range(1000)}
 
 
 class Evaluator(Parser[Value]):
@@ -75,7 +73,7 @@ class Evaluator(Parser[Value]):
             if len(tok) <= _SHORT_INTEGER:
                 # Nothing to charge or to check at this size; int() reads ASCII digits faster
                 # than mpz() does (134 ns against 166 for six digits, both included).
-                return mpz(int(tok))
+                return MPZ(int(tok))
         return self.number(tok, at)
 
     def constant(self, name: str, tok: str, at: int) -> Value:

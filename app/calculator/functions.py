@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import gmpy2
-from gmpy2 import mpc, mpfr, mpq, mpz
+from gmpy2 import mpc, mpfr, mpz
 
 from app.calculator.arithmetic import (
     add,
@@ -41,7 +41,11 @@ from app.calculator.numbers import (
     IMAGINARY_UNIT,
     MAX_EXACT_BITS,
     MAX_EXACT_DIGITS,
+    MPC,
+    MPFR,
     MPFR_SAFE_EXP,
+    MPQ,
+    MPZ,
     ONE,
     PI,
     PRECISION_BITS,
@@ -99,7 +103,7 @@ class FunctionSpec:
 
 
 def _real_only(v: Value, name: str, arg: int = 0) -> None:
-    if type(v) is mpc:
+    if type(v) is MPC:
         raise Fault(CalcDomainError, f"{name}() is not defined for complex numbers", arg)
 
 
@@ -109,7 +113,7 @@ def _real_only(v: Value, name: str, arg: int = 0) -> None:
 
 def _sqrt(args: list[Value], led: Ledger) -> Value:
     x = args[0]
-    if type(x) is mpz and x >= 0:
+    if type(x) is MPZ and x >= 0:
         root, rem = gmpy2.isqrt_rem(x)
         if rem == 0:
             return root
@@ -117,12 +121,12 @@ def _sqrt(args: list[Value], led: Ledger) -> Value:
         if x.bit_length() <= PRECISION_BITS:  # x converts exactly: one rounding
             return WORK.sqrt(x)
         return WORK.plus(WIDE.sqrt(to_mpfr(x, PRECISION_BITS + 10)))
-    if type(x) is mpc:
+    if type(x) is MPC:
         return tidy_complex(WORK.sqrt(x))
     if sign(x) < 0:  # sqrt(-4) = 2i: the root of |x|, on the imaginary axis
         root = _sqrt([negate(x)], led)
-        return mpc(0, to_mpfr(root), precision=PRECISION_BITS)
-    if type(x) is mpq:
+        return MPC(0, to_mpfr(root), precision=PRECISION_BITS)
+    if type(x) is MPQ:
         exact = exact_root(x, 2, led)
         if exact is not None:
             return exact
@@ -135,15 +139,15 @@ def _sqrt(args: list[Value], led: Ledger) -> Value:
 
 def _cbrt(args: list[Value], led: Ledger) -> Value:
     x = args[0]
-    if type(x) is mpc:
+    if type(x) is MPC:
         led.charge(2 * transcendental_units(PRECISION_BITS))
-        return tidy_complex(WIDE.pow(x, mpq(1, 3)))
+        return tidy_complex(WIDE.pow(x, MPQ(1, 3)))
     if is_exact(x):
         exact = exact_root(x, 3, led)
         if exact is not None:
             return exact
     if sign(x) == 0:
-        return mpz(0)
+        return MPZ(0)
     if type(x) is Huge:
         m, e = parts(x)
         return from_parts(WORK.cbrt(WORK.mul_2exp(m, e % 3)), e // 3)
@@ -152,7 +156,7 @@ def _cbrt(args: list[Value], led: Ledger) -> Value:
 
 def _abs(args: list[Value], led: Ledger) -> Value:
     x = args[0]
-    if type(x) is mpc:
+    if type(x) is MPC:
         return WORK.abs(x)
     if type(x) is Huge:
         return Huge(WORK.abs(x.mant), x.exp)
@@ -161,11 +165,11 @@ def _abs(args: list[Value], led: Ledger) -> Value:
 
 def _exp(args: list[Value], led: Ledger) -> Value:
     x = args[0]
-    if type(x) is mpc:
+    if type(x) is MPC:
         led.charge(2 * transcendental_units(PRECISION_BITS))
         return tidy_complex(WORK.exp(x))
     if sign(x) == 0:
-        return mpz(1)
+        return MPZ(1)
     if type(x) is Huge:
         if x.exp > 0:
             raise Fault(LimitError, out_of_range(sign(x) > 0))
@@ -189,15 +193,15 @@ _SMALL_LOG_BITS: Final = 2048
 
 def _exact_log(x: Value, base: Value, led: Ledger) -> mpz | None:
     """log_base(x) when x is an exact integer power of an exact base (log10(1000) = 3)."""
-    if type(x) is mpz and type(base) is mpz and 1 < x.bit_length() <= _SMALL_LOG_BITS:
+    if type(x) is MPZ and type(base) is MPZ and 1 < x.bit_length() <= _SMALL_LOG_BITS:
         # x = y * base^k with y not divisible by base (base >= 2 here): a power iff y is 1.
         # At this size the general path below finds the same k and charges nothing.
         y, k = gmpy2.remove(x, base)
-        return mpz(k) if y == 1 else None
+        return MPZ(k) if y == 1 else None
     if not (is_exact(x) and is_exact(base)):
         return None
     if x == 1:
-        return mpz(0)
+        return MPZ(0)
     lb = log2_estimate(base)
     if lb == 0:
         return None
@@ -205,16 +209,16 @@ def _exact_log(x: Value, base: Value, led: Ledger) -> mpz | None:
     if k == 0 or abs(k) * exact_bits(base) > MAX_EXACT_BITS:
         return None
     led.charge(multiply_units(abs(k) * exact_bits(base)))
-    return mpz(k) if mpq(base) ** k == x else None
+    return MPZ(k) if MPQ(base) ** k == x else None
 
 
 def _ln(x: Value, bits: int) -> mpfr | mpc:
     """The natural logarithm of a nonzero value; a negative real's is complex (ln|x| + πi)."""
-    if type(x) is mpc:
+    if type(x) is MPC:
         return context_for(bits).log(x)
     magnitude = ln_abs(x, bits)
     if sign(x) < 0:
-        return mpc(magnitude, context_for(bits).const_pi(), precision=bits)
+        return MPC(magnitude, context_for(bits).const_pi(), precision=bits)
     return magnitude
 
 
@@ -222,27 +226,27 @@ def _logarithm(name: str, fixed_base: mpz | None) -> Impl:
     def impl(args: list[Value], led: Ledger) -> Value:
         x = args[0]
         base: Value | None = args[1] if len(args) > 1 else fixed_base
-        if type(x) is not mpc and sign(x) == 0:
+        if type(x) is not MPC and sign(x) == 0:
             raise Fault(CalcDomainError, f"{name} of zero is undefined", 0)
         if base is not None:
-            if type(base) is mpz:
+            if type(base) is MPZ:
                 bad = base <= 1
             else:
-                bad = type(base) is mpc or sign(base) <= 0 or compare(base, 1) == 0
+                bad = type(base) is MPC or sign(base) <= 0 or compare(base, 1) == 0
             if bad:
                 raise Fault(CalcDomainError, "logarithm base must be positive and not 1", 1)
             exact = _exact_log(x, base, led)
             if exact is not None:
                 return exact
         if is_exact(x) and x == 1:
-            return mpz(0)
+            return MPZ(0)
         led.charge(transcendental_units(PRECISION_BITS + 10) * (1 if base is None else 2))
         wp = PRECISION_BITS + 10
         num = _ln(x, wp)
         if base is not None:
             num = context_for(wp).div(num, _ln(base, wp))
-        if type(num) is mpc:
-            return tidy_complex(mpc(num, precision=PRECISION_BITS))
+        if type(num) is MPC:
+            return tidy_complex(MPC(num, precision=PRECISION_BITS))
         return WORK.plus(num)
 
     return impl
@@ -256,9 +260,9 @@ def _rounding(name: str) -> Impl:
     def impl(args: list[Value], led: Ledger) -> Value:
         x = args[0]
         _real_only(x, name)
-        if type(x) is mpz:
+        if type(x) is MPZ:
             return x
-        if type(x) is mpq:
+        if type(x) is MPQ:
             num, den = x.numerator, x.denominator
             if name == "floor":
                 return num // den
@@ -269,21 +273,21 @@ def _rounding(name: str) -> Impl:
             if x.exp > 0:
                 return x  # an approximation this large has no fractional digits left
             if name == "floor":
-                return mpz(-1 if sign(x) < 0 else 0)
+                return MPZ(-1 if sign(x) < 0 else 0)
             if name == "ceil":
-                return mpz(1 if sign(x) > 0 else 0)
-            return mpz(0)
-        assert type(x) is mpfr
+                return MPZ(1 if sign(x) > 0 else 0)
+            return MPZ(0)
+        assert type(x) is MPFR
         if not x.is_zero() and mag2(x) > PRECISION_BITS - 40:
             return x
         n = near_int(x, f"{name}()")
         if n is not None:
             return n
         if name == "floor":
-            return mpz(WORK.rint_floor(x))
+            return MPZ(WORK.rint_floor(x))
         if name == "ceil":
-            return mpz(WORK.rint_ceil(x))
-        return mpz(WORK.rint_trunc(x))
+            return MPZ(WORK.rint_ceil(x))
+        return MPZ(WORK.rint_trunc(x))
 
     return impl
 
@@ -292,23 +296,23 @@ def _round(args: list[Value], led: Ledger) -> Value:
     """round(x[, digits]), half away from zero."""
     x = args[0]
     _real_only(x, "round")
-    digits = mpz(0)
+    digits = MPZ(0)
     if len(args) > 1:
         d = args[1]
-        if type(d) is not mpz:
+        if type(d) is not MPZ:
             raise Fault(CalcDomainError, "round() digits must be an integer", 1)
         digits = d
-    if type(x) is mpz and digits >= 0:
+    if type(x) is MPZ and digits >= 0:
         return x
     if not is_exact(x):
         return _round_approx(x, digits, led)
     if digits < -_MAX_EXACT_DIGITS - 1:  # |x| < 10**100000: every exact value rounds to 0
-        return mpz(0)
+        return MPZ(0)
     if digits > _MAX_EXACT_DIGITS:  # the rounded value could not be kept exactly
         return _round_approx(to_mpfr(x), digits, led)
     led.charge(division_units(exact_bits(x) + abs(int(digits)) * 4))
-    scale = mpq(10) ** digits
-    scaled = mpq(x * scale)
+    scale = MPQ(10) ** digits
+    scaled = MPQ(x * scale)
     n, rem = divmod(abs(scaled.numerator), scaled.denominator)
     if 2 * rem >= scaled.denominator:
         n += 1
@@ -319,23 +323,23 @@ def _round(args: list[Value], led: Ledger) -> Value:
 
 def _round_approx(x: Value, digits: mpz, led: Ledger) -> Value:
     if type(x) is Huge:
-        return x if x.exp > 0 else mpz(0)
-    assert type(x) is mpfr
+        return x if x.exp > 0 else MPZ(0)
+    assert type(x) is MPFR
     if x.is_zero():
-        return mpz(0)
+        return MPZ(0)
     mag10 = mag2(x) * 0.3010299956639812
     if mag2(x) > PRECISION_BITS - 40 or digits > PRECISION_BITS * 0.3 - mag10:
         return x  # rounding beyond the working precision changes nothing we know
     if digits < -(mag10 + 2):
-        return mpz(0)
+        return MPZ(0)
     ctx = context_for(PRECISION_BITS + 64)
-    scaled = ctx.mul(x, ctx.pow(to_mpfr(mpz(10), PRECISION_BITS + 64), digits))
+    scaled = ctx.mul(x, ctx.pow(to_mpfr(MPZ(10), PRECISION_BITS + 64), digits))
     n = near_int(scaled, "round()")
     if n is None:
-        n = mpz(ctx.rint_floor(ctx.add(ctx.abs(scaled), mpq(1, 2))))
+        n = MPZ(ctx.rint_floor(ctx.add(ctx.abs(scaled), MPQ(1, 2))))
         if sign(scaled) < 0:
             n = -n
-    return exact_result(ratio(n, mpq(10) ** digits), led)
+    return exact_result(ratio(n, MPQ(10) ** digits), led)
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,7 +365,7 @@ def _max(args: list[Value], led: Ledger) -> Value:
 def _integers(args: list[Value], name: str) -> list[mpz]:
     out = []
     for i, v in enumerate(args):
-        if type(v) is not mpz:
+        if type(v) is not MPZ:
             raise Fault(CalcDomainError, f"{name}() needs exact integers", i)
         out.append(v)
     return out
@@ -387,7 +391,7 @@ def _lcm(args: list[Value], led: Ledger) -> Value:
 
 
 def _hypot(args: list[Value], led: Ledger) -> Value:
-    total: Value = mpz(0)
+    total: Value = MPZ(0)
     for i, v in enumerate(args):
         _real_only(v, "hypot", i)
         total = add(total, multiply(v, v, led), led)
@@ -409,10 +413,10 @@ FUNCTIONS: Final[dict[str, FunctionSpec]] = {
     "exp": FunctionSpec(1, 1, "exp(x)", _exp),
     "ln": FunctionSpec(1, 1, "ln(x)", _logarithm("ln", None)),
     "log": FunctionSpec(
-        1, 2, "log(x) (base 10) or log(x, base)", _logarithm("log", mpz(10))
+        1, 2, "log(x) (base 10) or log(x, base)", _logarithm("log", MPZ(10))
     ),
-    "log2": FunctionSpec(1, 1, "log2(x)", _logarithm("log2", mpz(2))),
-    "log10": FunctionSpec(1, 1, "log10(x)", _logarithm("log10", mpz(10))),
+    "log2": FunctionSpec(1, 1, "log2(x)", _logarithm("log2", MPZ(2))),
+    "log10": FunctionSpec(1, 1, "log10(x)", _logarithm("log10", MPZ(10))),
     **{
         name: FunctionSpec(1, 1, usage, impl, radians=name not in ("sin", "cos", "tan"))
         for name, (usage, impl) in TRIG_FUNCTIONS.items()

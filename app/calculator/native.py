@@ -19,6 +19,7 @@ the digest reads the compiled modules' sources (~120 KB, ~0.2 ms), once per proc
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import os
 import sys
 from pathlib import Path
@@ -64,6 +65,10 @@ def _choose() -> Literal["compiled", "pure"]:
         return "pure"  # never built here (or no compiler where it was installed)
     if stamp != source_digest():
         return "pure"  # built from other sources: stale, never loaded
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's own, as built
+    built = set(os.listdir(COMPILED_DIR))
+    if any(f"{name}{suffix}" not in built for name in (*MODULES, "_compiled__mypyc")):
+        return "pure"  # a module missing (a partial copy): none of them loads
     package = sys.modules[__name__.rpartition(".")[0]]
     package.__path__.insert(0, str(COMPILED_DIR))
     return "compiled"

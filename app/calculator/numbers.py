@@ -30,11 +30,23 @@ from gmpy2 import mpc, mpfr, mpq, mpz
 
 from app.calculator.errors import Fault, LimitError
 
+# The gmpy2 types as Final names, for type tests and calls (the lower-case names are for
+# annotations): compiled code reads a name imported from another module in the module's dict at
+# each use (~110 instructions), and a Final one from a C variable.
+MPZ: Final = mpz
+MPQ: Final = mpq
+MPFR: Final = mpfr
+MPC: Final = mpc
+
 __all__ = [
     "DISPLAY_DIGITS",
     "MAX_DECIMAL_EXPONENT",
     "MAX_EXACT_BITS",
     "MAX_EXACT_DIGITS",
+    "MPC",
+    "MPFR",
+    "MPQ",
+    "MPZ",
     "PRECISION_BITS",
     "WORK",
     "Degrees",
@@ -104,40 +116,40 @@ def context_for(bits: int) -> gmpy2.context:
 
 
 PI: Final = WORK.const_pi()
-E: Final = WORK.exp(mpz(1))
+E: Final = WORK.exp(MPZ(1))
 TAU: Final = WORK.mul_2exp(PI, 1)
-IMAGINARY_UNIT: Final = mpc(0, 1, precision=PRECISION_BITS)
-ZERO: Final = mpfr(0, PRECISION_BITS)
-ONE: Final = mpfr(1, PRECISION_BITS)
+IMAGINARY_UNIT: Final = MPC(0, 1, precision=PRECISION_BITS)
+ZERO: Final = MPFR(0, PRECISION_BITS)
+ONE: Final = MPFR(1, PRECISION_BITS)
 
 
 def is_exact(v: Value) -> bool:
-    return type(v) is mpz or type(v) is mpq
+    return type(v) is MPZ or type(v) is MPQ
 
 
 def exact_bits(v: mpz | mpq) -> int:
-    if type(v) is mpz:
+    if type(v) is MPZ:
         return int(v.bit_length())
     return int(max(v.numerator.bit_length(), v.denominator.bit_length()))
 
 
 def exact_mag2(v: mpz | mpq) -> int:
     """Roughly log2|v| for a nonzero exact value (within 1)."""
-    if type(v) is mpz:
+    if type(v) is MPZ:
         return int(v.bit_length())
     return int(v.numerator.bit_length() - v.denominator.bit_length())
 
 
 def normalize(v: mpz | mpq) -> mpz | mpq:
     """An mpq with denominator 1 as the mpz it is."""
-    if type(v) is mpq and v.denominator == 1:
+    if type(v) is MPQ and v.denominator == 1:
         return v.numerator
     return v
 
 
 def ratio(n: mpz | mpq, d: mpz | mpq) -> mpz | mpq:
     """n/d for exact n, d (d != 0), in lowest terms."""
-    return normalize(mpq(n) / d)
+    return normalize(MPQ(n) / d)
 
 
 def out_of_range(big: bool) -> str:
@@ -164,9 +176,9 @@ def mag2(x: mpfr) -> int:
 def to_mpfr(v: Value, bits: int = PRECISION_BITS) -> mpfr:
     """A real value as an mpfr of ``bits`` precision (an mpfr is returned as it is)."""
     t = type(v)
-    if t is mpfr:
+    if t is MPFR:
         return v
-    if t is mpz or t is mpq:
+    if t is MPZ or t is MPQ:
         return context_for(bits).add(ZERO, v)  # exact v: rounded once, to nearest
     if t is Degrees:
         ctx = context_for(bits + 10)
@@ -177,9 +189,9 @@ def to_mpfr(v: Value, bits: int = PRECISION_BITS) -> mpfr:
 
 
 def to_mpc(v: Value) -> mpc:
-    if type(v) is mpc:
+    if type(v) is MPC:
         return v
-    return mpc(to_mpfr(v), 0, precision=PRECISION_BITS)
+    return MPC(to_mpfr(v), 0, precision=PRECISION_BITS)
 
 
 def fit(x: mpfr) -> mpfr | Huge:
@@ -231,9 +243,9 @@ def log2_estimate(v: Value) -> float:
     """log2|v| as a float (v nonzero and real), good to ~1e-15 relative."""
     if type(v) is Huge:
         return v.exp + math.log2(abs(float(v.mant)))
-    if type(v) is mpz:
+    if type(v) is MPZ:
         return log2_int(abs(v))
-    if type(v) is mpq:
+    if type(v) is MPQ:
         return log2_int(abs(v.numerator)) - log2_int(v.denominator)
     x = to_mpfr(v)
     e, m = WORK.frexp(x)
@@ -272,7 +284,7 @@ def tidy_complex(z: mpc, reference_mag: int | None = None) -> mpfr | mpc:
     if im.is_zero():
         return re
     if re.is_zero():
-        return mpc(0, im, precision=PRECISION_BITS)
+        return MPC(0, im, precision=PRECISION_BITS)
     return z
 
 

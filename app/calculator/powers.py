@@ -15,7 +15,7 @@ import math
 from typing import Final
 
 import gmpy2
-from gmpy2 import mpc, mpfr, mpq, mpz
+from gmpy2 import mpc, mpfr, mpz
 
 from app.calculator.arithmetic import (
     RATIONAL_TYPES,
@@ -36,7 +36,11 @@ from app.calculator.numbers import (
     CAP_LOG2,
     MAX_DECIMAL_EXPONENT,
     MAX_EXACT_BITS,
+    MPC,
+    MPFR,
     MPFR_SAFE_EXP,
+    MPQ,
+    MPZ,
     PRECISION_BITS,
     WIDE,
     WORK,
@@ -97,25 +101,25 @@ MAX_EXACT_ROOT: Final = 64
 
 def power(a: Value, b: Value, led: Ledger) -> Value:
     if (
-        type(b) is mpz
+        type(b) is MPZ
         and type(a) in RATIONAL_TYPES
         and 0 < b <= SMALL_BITS
         and exact_bits(a) * b <= SMALL_BITS
     ):
         return a**b  # small and exact: nothing to charge or check
     a, b = plain_number(a), plain_number(b)
-    if type(a) is mpc or type(b) is mpc:
+    if type(a) is MPC or type(b) is MPC:
         return _complex_power(to_mpc(a), b, led)
     sa, sb = sign(a), sign(b)
     if sb == 0:
-        return mpz(1)  # 0^0 = 1, as in Python, IEEE 754 pow() and most calculators
+        return MPZ(1)  # 0^0 = 1, as in Python, IEEE 754 pow() and most calculators
     if sa == 0:
         if sb < 0:
             raise Fault(DivisionByZero, "0 to a negative power is a division by zero")
-        return mpz(0)
-    if type(b) is mpz:
+        return MPZ(0)
+    if type(b) is MPZ:
         return int_power(a, b, led)
-    if type(b) is mpq:
+    if type(b) is MPQ:
         # Rational exponent p/q: exact when the q-th root is rational ((9/4)^(1/2), 8^(2/3)).
         p, q = b.numerator, b.denominator
         if sa < 0 and q % 2 == 0:
@@ -184,9 +188,9 @@ def ln_abs(v: Value, bits: int) -> mpfr:
         wide = context_for(bits + 10 + abs(v.exp).bit_length())
         return ctx.plus(wide.add(wide.log(WORK.abs(v.mant)), wide.mul(wide.const_log2(), v.exp)))
     # Away from 1 (|ln v| > 0.4), rounding v to ``bits`` first costs under an ulp of the result.
-    if type(v) is mpz:
+    if type(v) is MPZ:
         return ZERO if v == 1 or v == -1 else ctx.log(abs(v))
-    if type(v) is mpq:
+    if type(v) is MPQ:
         d = abs(v) - 1
         if -0.5 < d < 0.5:  # near 1, log1p keeps the digits of d that rounding 1 + d drops
             return ctx.log1p(to_mpfr(d, bits + 10))
@@ -197,18 +201,18 @@ def ln_abs(v: Value, bits: int) -> mpfr:
 def int_power(a: Value, n: mpz, led: Ledger) -> Value:
     if is_exact(a):
         if a == 1:
-            return mpz(1)
+            return MPZ(1)
         if a == -1:
-            return mpz(1) if n % 2 == 0 else mpz(-1)
+            return MPZ(1) if n % 2 == 0 else MPZ(-1)
         if n < 0:
-            a, n = ratio(mpz(1), a), -n
+            a, n = ratio(MPZ(1), a), -n
         if n.bit_length() <= 64:
-            estimate = n * log2_estimate(a) if type(a) is mpz else float(n * exact_bits(a))
+            estimate = n * log2_estimate(a) if type(a) is MPZ else float(n * exact_bits(a))
             if estimate <= MAX_EXACT_BITS + 1:
                 led.charge(multiply_units(int(estimate)))
                 return exact_result(a**n, led)
     negative = sign(a) < 0 and n % 2 == 1
-    if type(a) is mpfr and n.bit_length() <= 64 and abs(n * mag2(a)) < MPFR_SAFE_EXP - 2:
+    if type(a) is MPFR and n.bit_length() <= 64 and abs(n * mag2(a)) < MPFR_SAFE_EXP - 2:
         wp = PRECISION_BITS + 10 + n.bit_length()
         led.charge(transcendental_units(wp))
         return fit(WORK.plus(context_for(wp).pow(a, n)))
@@ -217,27 +221,27 @@ def int_power(a: Value, n: mpz, led: Ledger) -> Value:
 
 def _complex_power(z: mpc, b: Value, led: Ledger) -> Value:
     if z == 0:
-        if type(b) is mpc or sign(b) <= 0:
+        if type(b) is MPC or sign(b) <= 0:
             raise Fault(DivisionByZero, "0 to a negative or complex power is a division by zero")
-        return mpz(0)
+        return MPZ(0)
     if type(b) is Huge:
         raise Fault(LimitError, out_of_range(b.exp > 0))
     led.charge(2 * transcendental_units(PRECISION_BITS))
-    exponent = b if type(b) is mpc or type(b) is mpz else to_mpfr(b, PRECISION_BITS + 10)
-    if type(b) is not mpz and abs(log2_estimate(WORK.abs(z))) * _abs_float(b) > 1e6:
+    exponent = b if type(b) is MPC or type(b) is MPZ else to_mpfr(b, PRECISION_BITS + 10)
+    if type(b) is not MPZ and abs(log2_estimate(WORK.abs(z))) * _abs_float(b) > 1e6:
         raise Fault(LimitError, "complex results this large or this small are not supported")
     return tidy_complex(WIDE.pow(z, exponent), None)
 
 
 def _abs_float(v: Value) -> float:
-    return float(WORK.abs(v)) if type(v) is mpc else abs(float(to_mpfr(v)))
+    return float(WORK.abs(v)) if type(v) is MPC else abs(float(to_mpfr(v)))
 
 
 def exact_root(v: Exact, k: int, led: Ledger) -> Exact | None:
     """v^(1/k) when it is rational (v >= 0, or k odd), else None; k = 0 means "do not try"."""
     if k < 2:
         return None
-    num, den = (v, mpz(1)) if type(v) is mpz else (v.numerator, v.denominator)
+    num, den = (v, MPZ(1)) if type(v) is MPZ else (v.numerator, v.denominator)
     if num < 0 and k % 2 == 0:
         return None
     led.charge(division_units(exact_bits(v)))
@@ -256,9 +260,9 @@ def exact_root(v: Exact, k: int, led: Ledger) -> Exact | None:
 
 def factorial(v: Value, led: Ledger) -> Value:
     v = plain_number(v)
-    if type(v) is mpz:
+    if type(v) is MPZ:
         n: mpz | None = v
-    elif type(v) is mpfr or type(v) is Huge:
+    elif type(v) is MPFR or type(v) is Huge:
         n = near_int(v, "factorial")
     else:
         n = None

@@ -11,15 +11,17 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from gmpy2 import mpc, mpfr, mpq, mpz
-
 from app.calculator.cost import SMALL_BITS, Ledger, digits_units
 from app.calculator.errors import Fault, LimitError
 from app.calculator.native import IMPLEMENTATION
 from app.calculator.numbers import (
     MAX_DECIMAL_EXPONENT,
     MAX_EXACT_BITS,
+    MPC,
+    MPFR,
     MPFR_SAFE_EXP,
+    MPQ,
+    MPZ,
     PRECISION_BITS,
     Value,
     context_for,
@@ -210,7 +212,7 @@ def parse_number(tok: str, led: Ledger) -> Value:
     """The value of a numeric literal: exact when it fits, else correctly rounded."""
     if len(tok) <= _SHORT_DIGITS:  # the common shapes first: 12, 3.25
         if tok.isdigit():
-            return mpz(tok)  # as cheap as a look-up in _LITERALS
+            return MPZ(tok)  # as cheap as a look-up in _LITERALS
         value = _LITERALS.get(tok)
         if value is not None:
             return value
@@ -219,7 +221,7 @@ def parse_number(tok: str, led: Ledger) -> Value:
     value = _literal(tok, led)
     if (
         len(_LITERALS) < _MAX_LITERALS
-        and (type(value) is mpz or type(value) is mpq)
+        and (type(value) is MPZ or type(value) is MPQ)
         and exact_bits(value) <= SMALL_BITS  # 1e99999 is short too
     ):
         _LITERALS[tok] = value
@@ -240,7 +242,7 @@ def _literal(tok: str, led: Ledger) -> Value:
     if len(tok) <= _SHORT_DIGITS:
         whole, point, frac = tok.partition(".")
         if point and (whole + frac).isdigit() and frac.isdigit():
-            q = mpq(mpz(whole + frac), mpz(10) ** len(frac))
+            q = MPQ(MPZ(whole + frac), MPZ(10) ** len(frac))
             return q.numerator if q.denominator == 1 else q
     m = _NUMBER_RE.fullmatch(tok)
     assert m is not None  # the tokenizer only produces well-formed numbers
@@ -252,7 +254,7 @@ def _literal(tok: str, led: Ledger) -> Value:
     imaginary: str = m.group(5)
     value = _real_literal(tok, int_part, frac_part, exp_sign, exp_digits, led)
     if imaginary:
-        return mpc(0, to_mpfr(value), precision=PRECISION_BITS)
+        return MPC(0, to_mpfr(value), precision=PRECISION_BITS)
     return value
 
 
@@ -261,7 +263,7 @@ def _real_literal(
 ) -> Value:
     digits = (int_part + frac_part).lstrip("0")
     if not digits:
-        return mpz(0)
+        return MPZ(0)
     exponent = 0
     if exp_digits:
         exp_digits = exp_digits.lstrip("0") or "0"
@@ -273,21 +275,21 @@ def _real_literal(
     if abs(magnitude) > MAX_DECIMAL_EXPONENT:
         raise _range_error(tok)
     led.charge(digits_units(len(digits)))
-    mantissa = mpz(digits)
+    mantissa = MPZ(digits)
     # Exact when it fits (10**99999 has 332,190 bits); the size check decides.
     if max(len(digits) + exponent, len(digits), -exponent) * _LOG2_10 < MAX_EXACT_BITS + 4:
         if exponent >= 0:
-            value = mantissa * mpz(10) ** exponent
+            value = mantissa * MPZ(10) ** exponent
             if value.bit_length() <= MAX_EXACT_BITS:
                 return value
         else:
-            q = ratio(mantissa, mpz(10) ** -exponent)
+            q = ratio(mantissa, MPZ(10) ** -exponent)
             if max(q.numerator.bit_length(), q.denominator.bit_length()) <= MAX_EXACT_BITS:
                 return q
     # Too many digits to keep exactly: approximate, correctly rounded when MPFR can hold it.
     if abs(magnitude) * _LOG2_10 < MPFR_SAFE_EXP - 64:
-        return mpfr(f"{digits}e{exponent}", PRECISION_BITS)
+        return MPFR(f"{digits}e{exponent}", PRECISION_BITS)
     wp = PRECISION_BITS + 10 + abs(exponent).bit_length()
     ctx = context_for(wp)
-    log2_value = ctx.add(ctx.log2(to_mpfr(mantissa, wp)), ctx.mul(ctx.log2(mpz(10)), exponent))
+    log2_value = ctx.add(ctx.log2(to_mpfr(mantissa, wp)), ctx.mul(ctx.log2(MPZ(10)), exponent))
     return from_log2(log2_value)

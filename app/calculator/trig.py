@@ -13,14 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from gmpy2 import mpc, mpfr, mpq, mpz
+from gmpy2 import mpfr, mpq, mpz
 
 from app.calculator.arithmetic import compare
 from app.calculator.cost import Ledger, transcendental_units
 from app.calculator.errors import CalcDomainError, Fault, LimitError
 from app.calculator.numbers import (
     CAP_LOG2,
+    MPC,
+    MPFR,
     MPFR_SAFE_EXP,
+    MPQ,
+    MPZ,
     ONE,
     PRECISION_BITS,
     WORK,
@@ -52,8 +56,8 @@ Impl = Callable[[list[Value], Ledger], Value]
 
 # sin(30° * k) for k = 0..11: rational for these k, ±sqrt(3)/2 (None) otherwise.
 _SIN_30: Final[tuple[mpz | mpq | None, ...]] = (
-    mpz(0), mpq(1, 2), None, mpz(1), None, mpq(1, 2),
-    mpz(0), mpq(-1, 2), None, mpz(-1), None, mpq(-1, 2),
+    MPZ(0), MPQ(1, 2), None, MPZ(1), None, MPQ(1, 2),
+    MPZ(0), MPQ(-1, 2), None, MPZ(-1), None, MPQ(-1, 2),
 )  # fmt: skip
 
 
@@ -63,7 +67,7 @@ def _too_large(name: str) -> Fault:
 
 def _argument(x: Value, name: str) -> mpfr:
     """x as an mpfr carrying every bit a trigonometric function needs."""
-    if type(x) is mpfr:
+    if type(x) is MPFR:
         if mag2(x) > TRIG_MAX_LOG2:
             raise _too_large(name)
         return x
@@ -80,8 +84,8 @@ def _degrees_reduced(deg: mpz | mpq) -> mpz | mpq:
 
 def _sin_degrees(deg: mpz | mpq) -> mpz | mpq | None:
     """sin(deg°) when it is rational, else None."""
-    steps = ratio(deg, mpz(30))
-    if type(steps) is mpq:
+    steps = ratio(deg, MPZ(30))
+    if type(steps) is MPQ:
         return None
     return _SIN_30[int(steps % 12)]
 
@@ -103,7 +107,7 @@ def _sine_like(name: str, zero_value: int) -> Impl:
 
     def impl(args: list[Value], led: Ledger) -> Value:
         x = args[0]
-        if type(x) is mpfr and x.is_regular():  # the commonest argument: sin(pi/6)
+        if type(x) is MPFR and x.is_regular():  # the commonest argument: sin(pi/6)
             mag = mag2(x)
             if mag > TRIG_MAX_LOG2:
                 raise _too_large(name)
@@ -113,11 +117,11 @@ def _sine_like(name: str, zero_value: int) -> Impl:
             shifted = x.deg if name == "sin" else x.deg + 90
             exact = _sin_degrees(shifted)
             return exact if exact is not None else _from_degrees(x.deg, name, led)
-        if type(x) is mpc:
+        if type(x) is MPC:
             led.charge(2 * transcendental_units(PRECISION_BITS))
             return tidy_complex((WORK.sin if name == "sin" else WORK.cos)(x))
         if sign(x) == 0:
-            return mpz(zero_value)
+            return MPZ(zero_value)
         if type(x) is Huge:
             if x.exp > 0:
                 raise _too_large(name)
@@ -135,18 +139,18 @@ def _sine_like(name: str, zero_value: int) -> Impl:
 def _tan(args: list[Value], led: Ledger) -> Value:
     x = args[0]
     if type(x) is Degrees:
-        steps = ratio(x.deg, mpz(45))
-        if type(steps) is mpz:
+        steps = ratio(x.deg, MPZ(45))
+        if type(steps) is MPZ:
             k = int(steps % 4)
             if k == 2:
                 raise Fault(CalcDomainError, "tan is undefined here (cos(x) = 0)", 0)
-            return mpz((0, 1, 0, -1)[k])
+            return MPZ((0, 1, 0, -1)[k])
         return _from_degrees(x.deg, "tan", led)
-    if type(x) is mpc:
+    if type(x) is MPC:
         led.charge(2 * transcendental_units(PRECISION_BITS))
         return tidy_complex(WORK.tan(x))
     if sign(x) == 0:
-        return mpz(0)
+        return MPZ(0)
     if type(x) is Huge:
         if x.exp > 0:
             raise _too_large("tan")
@@ -168,17 +172,17 @@ def _inverse(name: str, bounded: bool) -> Impl:
         x = args[0]
         led.charge(transcendental_units(PRECISION_BITS))
         fn = getattr(WORK, name)
-        if type(x) is mpc:
+        if type(x) is MPC:
             return tidy_complex(fn(x))
         if bounded and (compare(x, 1) > 0 or compare(x, -1) < 0):
             raise Fault(CalcDomainError, f"{name} is only defined for -1 <= x <= 1", 0)
         if sign(x) == 0 and name != "acos":
-            return mpz(0)
+            return MPZ(0)
         if is_exact(x) and x == 1 and name == "acos":
-            return mpz(0)
+            return MPZ(0)
         if type(x) is Huge:  # only atan gets here: ±pi/2 for huge x, x itself for tiny x
-            return x if x.exp < 0 else fn(mpfr("inf") if sign(x) > 0 else mpfr("-inf"))
-        return fn(x if type(x) is mpfr else to_mpfr(x, PRECISION_BITS + 10))
+            return x if x.exp < 0 else fn(MPFR("inf") if sign(x) > 0 else MPFR("-inf"))
+        return fn(x if type(x) is MPFR else to_mpfr(x, PRECISION_BITS + 10))
 
     return impl
 
@@ -186,10 +190,10 @@ def _inverse(name: str, bounded: bool) -> Impl:
 def _atan2(args: list[Value], led: Ledger) -> Value:
     y, x = args
     for i, v in enumerate(args):
-        if type(v) is mpc:
+        if type(v) is MPC:
             raise Fault(CalcDomainError, "atan2() needs real numbers", i)
     if sign(y) == 0 and sign(x) >= 0:
-        return mpz(0)
+        return MPZ(0)
     led.charge(transcendental_units(PRECISION_BITS))
     return WORK.atan2(to_mpfr(y, PRECISION_BITS + 10), to_mpfr(x, PRECISION_BITS + 10))
 
@@ -199,15 +203,15 @@ def _hyperbolic(name: str) -> Impl:
         x = args[0]
         led.charge(2 * transcendental_units(PRECISION_BITS))
         fn = getattr(WORK, name)
-        if type(x) is mpc:
+        if type(x) is MPC:
             return tidy_complex(fn(x))
         if sign(x) == 0:
-            return mpz(1 if name == "cosh" else 0)
+            return MPZ(1 if name == "cosh" else 0)
         if type(x) is Huge and x.exp < 0:
             return ONE if name == "cosh" else x
         big = type(x) is Huge or log2_estimate(x) > _TANH_SATURATES
         if name == "tanh":
-            return to_mpfr(mpz(sign(x))) if big else fn(to_mpfr(x, PRECISION_BITS + 10))
+            return to_mpfr(MPZ(sign(x))) if big else fn(to_mpfr(x, PRECISION_BITS + 10))
         # sinh, cosh ~ e^|x| / 2: log2 of the result is |x| / ln 2 - 1.
         if type(x) is Huge or log2_estimate(x) > 62:
             raise Fault(LimitError, out_of_range(True))
