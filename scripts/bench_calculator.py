@@ -12,6 +12,9 @@
     ... --against OLD.py       # the same, side by side, for another calculator module (e.g.
                                # the single-file one: git show main:app/calculator.py > OLD.py)
 
+"new" is app.calculator as it loads here: compiled, once scripts/build_native.py has built it, or
+pure Python (always with CALCSERVE_PURE_CALCULATOR=1); the first line says which.
+
 Throughput: every expression is evaluated from scratch (no caching exists to defeat); each
 figure is the median of --runs runs, each run the mean over enough repetitions to last ~0.2 s.
 Hostile: each expression is timed --runs times and its *worst* run is compared with the bound, so
@@ -441,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.against:
         modules["old"] = load_module(args.against).evaluate
     modules["new"] = calculator.evaluate
+    # Which app.calculator runs as "new": compiled by scripts/build_native.py, or pure Python
+    # (CALCSERVE_PURE_CALCULATOR=1 chooses it).
+    print(f"new: app.calculator, {calculator.IMPLEMENTATION}")
     if args.differential:
         return differential(args.differential, args.seed, modules)
     if args.budget:
