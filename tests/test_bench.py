@@ -242,6 +242,10 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_ctrl_c_stops_every_child_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "bench"
@@ -251,6 +255,9 @@ def test_ctrl_c_stops_every_child_and_writes_nothing(tmp_path: Path) -> None:
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        # As from a terminal: a suite started in the background by a shell without job control
+        # ignores SIGINT, and a child would inherit that (Python then installs no Ctrl-C).
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert proc.stdout is not None
     output = b""
@@ -267,13 +274,21 @@ def test_ctrl_c_stops_every_child_and_writes_nothing(tmp_path: Path) -> None:
             time.sleep(0.2)
             children = _children_of(proc.pid)
         assert len(children) >= 2, (children, output)  # the server and wrk (or the client)
+        # The run's blocked and ignored signals, for a failure's message.
+        status = [
+            line
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            if line.startswith(("SigBlk", "SigIgn"))
+        ]
+        sent_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, output + rest
+    late = time.monotonic() - sent_at
+    assert proc.returncode == 130, (status, f"exited {late:.1f} s after SIGINT", output + rest)
     assert b"interrupted" in output + rest
     assert_children_gone(children)
     assert not (out / "results.json").exists()
