@@ -36,9 +36,18 @@ def ensure_venv(extras: str) -> None:
     if not PY.exists():
         print(f"creating {VENV}", file=sys.stderr, flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    wanted = _stamp(extras)
-    if stamp_file.exists() and stamp_file.read_text() == wanted:
+    # Extras already installed with this pyproject.toml count too: `serve` after `test` installs
+    # nothing, and a new install keeps them (no reinstall each time the command changes).
+    digest = _stamp("").partition(":")[0]
+    installed_digest, _, installed = (
+        stamp_file.read_text().partition(":") if stamp_file.exists() else ("", "", "")
+    )
+    have = set(filter(None, installed.split(","))) if installed_digest == digest else set()
+    need = set(filter(None, extras.split(",")))
+    if installed_digest == digest and need <= have:
         return
+    extras = ",".join(sorted(need | have))
+    wanted = _stamp(extras)
     spec = f".[{extras}]" if extras else "."
     subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     subprocess.run([str(PY), "-m", "pip", "install", "-q", "-e", spec], cwd=ROOT, check=True)
