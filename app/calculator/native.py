@@ -64,7 +64,11 @@ def _choose() -> Literal["compiled", "pure"]:
         stamp = (COMPILED_DIR / "STAMP").read_text().strip()
     except OSError:
         return "pure"  # never built here (or no compiler where it was installed)
-    if stamp != source_digest():
+    try:
+        current = source_digest()
+    except OSError:
+        return "pure"  # sources not readable as files (a zip, or byte code only): cannot check
+    if stamp != current:
         return "pure"  # built from other sources: stale, never loaded
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's own, as built
     built = set(os.listdir(COMPILED_DIR))
