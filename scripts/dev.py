@@ -25,9 +25,8 @@ VENV = ROOT / ".venv"
 PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def _stamp(extras: str) -> str:
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
-    return f"{digest}:{extras}"
+def _digest() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
 
 
 def ensure_venv(extras: str) -> None:
@@ -38,7 +37,7 @@ def ensure_venv(extras: str) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     # Extras already installed with this pyproject.toml count too: `serve` after `test` installs
     # nothing, and a new install keeps them (no reinstall each time the command changes).
-    digest = _stamp("").partition(":")[0]
+    digest = _digest()
     installed_digest, _, installed = (
         stamp_file.read_text().partition(":") if stamp_file.exists() else ("", "", "")
     )
@@ -47,11 +46,10 @@ def ensure_venv(extras: str) -> None:
     if installed_digest == digest and need <= have:
         return
     extras = ",".join(sorted(need | have))
-    wanted = _stamp(extras)
     spec = f".[{extras}]" if extras else "."
     subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
     subprocess.run([str(PY), "-m", "pip", "install", "-q", "-e", spec], cwd=ROOT, check=True)
-    stamp_file.write_text(wanted)
+    stamp_file.write_text(f"{digest}:{extras}")
 
 
 def run(argv: list[str]) -> int:

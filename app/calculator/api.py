@@ -23,11 +23,9 @@ __all__ = ["MAX_EXPRESSION_LENGTH", "estimate_work", "evaluate", "parse"]
 MAX_EXPRESSION_LENGTH: Final = 10_000
 
 
-# The texts are typed `object`: anything but a str is a CalcSyntaxError, not the TypeError that
-# compiled code raises for an argument of the wrong type.
-
-
-def _tokens(text: object, budget: int | None) -> list[str]:
+def _checked(text: object, budget: int | None) -> tuple[str, list[str]]:
+    """The text, checked, and its tokens. Texts are typed `object`: anything but a str is a
+    CalcSyntaxError, not the TypeError that compiled code raises for an argument's type."""
     if not isinstance(text, str):
         raise CalcSyntaxError("expression must be text", 0, 1)
     if len(text) > MAX_EXPRESSION_LENGTH:
@@ -40,14 +38,12 @@ def _tokens(text: object, budget: int | None) -> list[str]:
         # At one token per character, its tokens alone would pass the budget (INLINE_MAX_LENGTH
         # is this length for INLINE_BUDGET): refused before any work.
         raise OverBudget(EVALUATION_UNITS + len(text) * TOKEN_MILLIUNITS // 1000, budget)
-    return tokenize(text)
+    return text, tokenize(text)
 
 
 def parse(text: object) -> Node:
     """Parse ``text`` into a syntax tree (see ``unparse``); raises CalcError."""
-    toks = _tokens(text, None)
-    assert isinstance(text, str)  # _tokens checked it
-    builder = TreeBuilder(text, toks)
+    builder = TreeBuilder(*_checked(text, None))
     with WORK.copy():  # literals are valued as in evaluate(); a copy, as there
         return builder.parse()
 
@@ -64,10 +60,9 @@ def evaluate(text: object, *, budget: int | None = None) -> Result:
         and len(text) <= INLINE_MAX_LENGTH
         and (budget is None or budget >= INLINE_BUDGET)
     ):
-        toks = tokenize(text)  # every check of _tokens passes: the commonest case, without them
+        toks = tokenize(text)  # every check of _checked passes: the commonest case, without them
     else:
-        toks = _tokens(text, budget)
-        assert isinstance(text, str)  # _tokens checked it
+        text, toks = _checked(text, budget)
     return _evaluate(Evaluator(text, toks, budget))
 
 
@@ -76,9 +71,7 @@ def estimate_work(text: object) -> tuple[int, Result | CalcError]:
     outcome: what `scripts/bench_calculator.py --budget` calibrates the cost model with."""
     spent = 0
     try:
-        toks = _tokens(text, None)
-        assert isinstance(text, str)  # _tokens checked it
-        evaluator = Evaluator(text, toks, None, work_budget=1 << 62)
+        evaluator = Evaluator(*_checked(text, None), None, work_budget=1 << 62)
         try:
             outcome: Result | CalcError = _evaluate(evaluator)
         finally:

@@ -113,14 +113,8 @@ def tokenize(text: str) -> list[str]:
 
 
 def spans(text: str, count: int) -> list[tuple[int, int]]:
-    """(start, end) character offsets of the first ``count`` tokens of ``text``."""
-    if not _COMPILED:
-        out: list[tuple[int, int]] = []
-        for m in TOKEN_GRAMMAR.finditer(text):
-            if len(out) == count:
-                break
-            out.append(m.span())
-        return out
+    """(start, end) character offsets of the first ``count`` tokens of ``text``: from `scan` in
+    both implementations, as only errors need them (the tokens are TOKEN_GRAMMAR's alike)."""
     starts: list[int] = []
     toks = scan(text, starts)
     return [(starts[k], starts[k] + len(toks[k])) for k in range(min(count, len(toks)))]
