@@ -38,7 +38,9 @@ COSTLY = "+".join(["sqrt(2)"] * 800)
 CHEAP = "1+2"
 # Two kernel ticks (4 ms each at HZ=250) of CPU and more, so that a 1 ms limit fires during it:
 # the kernel checks CPU timers on its tick. Refused in the end ("too much work"), but only then.
-SLOW = "+".join(["sin(7)"] * 1400)
+# Complex square roots: the costliest work per unit charged (sin(7) x 1400 took 5-9 ms compiled,
+# at times under SLOW_CPU; these take 13 ms in the same minute).
+SLOW = "+".join(["(1+2i)^0.5"] * 700)
 SLOW_CPU = 0.006  # what SLOW must cost here for the time-limit test to mean anything
 TRIES = 3  # a tick can still miss a job preempted in short slices; the limit must work in 3
 BYSTANDER = "127.0.0.2"

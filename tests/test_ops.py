@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -532,8 +533,9 @@ def test_pool_workers_die_with_a_killed_server_worker() -> None:
 def test_pool_metrics_count_jobs_shed_and_kills() -> None:
     with running_server("--calc-workers", "1", "--calc-client-queue", "1",
                         "--calc-timeout", "0.001") as server:
-        slow = "+".join(["sin(7)"] * 1400)  # 2+ ticks of CPU (4 ms each): the 1 ms limit fires
-        body = ("expr=" + slow.replace("+", "%2B")).encode()
+        # 2+ ticks of CPU (4 ms each): the 1 ms limit fires (as SLOW in tests/test_fairness.py)
+        slow = "+".join(["(1+2i)^0.5"] * 700)
+        body = urlencode({"expr": slow}).encode()
         raw = request("POST", "/calculate", body,
                       "Content-Type: application/x-www-form-urlencoded", close=True)
         first = fetch(server, "", raw)

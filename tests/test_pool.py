@@ -25,7 +25,7 @@ COSTLY = "+".join(["sqrt(2)"] * 800)
 CHEAP = "1+2"
 # Two kernel ticks of CPU and more (the kernel checks CPU timers on its 4 ms tick at HZ=250), so
 # that a 1 ms limit fires during it; see tests/test_fairness.py.
-SLOW = "+".join(["sin(7)"] * 1400)
+SLOW = "+".join(["(1+2i)^0.5"] * 700)
 TRIES = 3
 READY_TIMEOUT = 30.0  # workers start in ~0.1 s; CI shares its 2 cores with other suites
 WAIT = 30.0  # an outcome always comes; this only turns a hang into a failure
