@@ -4,7 +4,7 @@ else the same modules as pure Python.
 The compiled modules are the package's own sources, unchanged, turned into C extensions by
 mypyc (``python scripts/build_native.py``, which ``scripts/dev.py`` runs). It is the same code,
 with direct calls between its functions and native attribute access on its classes: over the
-server benchmark's corpus, 33,400 instructions per evaluation against 73,400 pure. They live
+server benchmark's corpus, 33,200 instructions per evaluation against 73,400 pure. They live
 in ``_compiled/``, beside the sources, with a ``STAMP`` naming the digest of the sources they
 were built from. Importing this module puts ``_compiled/`` first on
 the package's ``__path__`` only when that digest is the digest of the sources here now: an
